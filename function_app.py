@@ -1,0 +1,120 @@
+"""The gateway's HTTP surface: one Azure Functions HTTP trigger per concern, read top to bottom.
+
+Each function converts the host's request into a plain `shared.http.Request`, calls one handler
+in `shared/`, and converts the plain response back. Management routes use auth level FUNCTION
+(a function or host key, `x-functions-key`); everything the Patients app calls is anonymous at
+the host and authorised by the gateway's own OAuth tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import azure.functions as func
+
+from shared import handlers
+from shared.http import Headers, Request, Response
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+ANON, KEY = func.AuthLevel.ANONYMOUS, func.AuthLevel.FUNCTION
+
+
+def serve(handler: Callable[..., Response], req: func.HttpRequest, *route_keys: str) -> func.HttpResponse:
+    plain = Request(req.method, req.url, Headers(dict(req.headers)), dict(req.params), dict(req.route_params),
+                    req.get_body() or b"")
+    result = handler(plain, *(plain.route_params.get(k, "") for k in route_keys))
+    return func.HttpResponse(result.body, status_code=result.status, headers=result.headers)
+
+
+# --- discovery and OAuth (anonymous: AUTH-4) --------------------------------------------------
+
+@app.route(route="fhir/{version}/metadata", methods=["GET"], auth_level=ANON)
+def fhir_metadata(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.metadata, req, "version")
+
+
+@app.route(route="fhir/{version}/.well-known/smart-configuration", methods=["GET"], auth_level=ANON)
+def smart_configuration(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.smart_config, req, "version")
+
+
+@app.route(route="oauth2/jwks", methods=["GET"], auth_level=ANON)
+def oauth_jwks(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.jwks, req)
+
+
+@app.route(route="oauth2/token", methods=["POST"], auth_level=ANON)
+def oauth_token(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.token, req)
+
+
+@app.route(route="health", methods=["GET"], auth_level=ANON)
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.health, req)
+
+
+# --- management API (function key) ------------------------------------------------------------
+
+@app.route(route="manage/clients", methods=["GET"], auth_level=KEY)
+def manage_list_clients(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.list_clients, req)
+
+
+@app.route(route="manage/clients", methods=["POST"], auth_level=KEY)
+def manage_create_client(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.create_client, req)
+
+
+@app.route(route="manage/clients/{client_id}", methods=["GET"], auth_level=KEY)
+def manage_get_client(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.get_client, req, "client_id")
+
+
+@app.route(route="manage/clients/{client_id}/disable", methods=["POST"], auth_level=KEY)
+def manage_disable_client(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.disable_client, req, "client_id")
+
+
+@app.route(route="manage/clients/{client_id}/secrets", methods=["GET"], auth_level=KEY)
+def manage_list_secrets(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.list_secrets, req, "client_id")
+
+
+@app.route(route="manage/clients/{client_id}/secrets", methods=["POST"], auth_level=KEY)
+def manage_add_secret(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.add_secret, req, "client_id")
+
+
+@app.route(route="manage/clients/{client_id}/secrets/{secret_id}", methods=["DELETE"], auth_level=KEY)
+def manage_delete_secret(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.delete_secret, req, "client_id", "secret_id")
+
+
+@app.route(route="manage/tenants", methods=["GET"], auth_level=KEY)
+def manage_list_tenants(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.list_tenants, req)
+
+
+@app.route(route="manage/tenants/{tenant_id}", methods=["GET"], auth_level=KEY)
+def manage_get_tenant(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.get_tenant, req, "tenant_id")
+
+
+@app.route(route="manage/tenants/{tenant_id}", methods=["PUT"], auth_level=KEY)
+def manage_put_tenant(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.put_tenant, req, "tenant_id")
+
+
+@app.route(route="manage/tenants/{tenant_id}", methods=["DELETE"], auth_level=KEY)
+def manage_delete_tenant(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.delete_tenant, req, "tenant_id")
+
+
+@app.route(route="manage/tenants/{tenant_id}/disable", methods=["POST"], auth_level=KEY)
+def manage_disable_tenant(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.disable_tenant, req, "tenant_id")
+
+
+@app.route(route="manage/signing-keys/rotate", methods=["POST"], auth_level=KEY)
+def manage_rotate_signing_key(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.rotate_signing_key, req)

@@ -1,0 +1,1 @@
+"""The gateway's core: everything but the HTTP binding. Nothing here imports azure.functions."""

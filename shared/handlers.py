@@ -1,0 +1,257 @@
+"""The gateway's endpoints as plain functions: `Request` in, `Response` out.
+
+`function_app.py` binds each to an Azure Functions HTTP trigger; nothing here knows the host.
+Each endpoint family answers errors in its own single style (OperationOutcome, RFC 6749, RFC
+9457), and an unexpected exception becomes a logged 500 in that style, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from shared.capability import CONTENT_TYPE, capability_statement, check_format, facade_version, smart_configuration
+from shared.errors import (
+    NO_STORE,
+    AlreadyExists,
+    FhirError,
+    GatewayError,
+    NotFound,
+    OAuthError,
+    PreconditionFailed,
+    ProblemError,
+    StoreUnavailable,
+)
+from shared.http import Request, Response
+from shared.services import Services, get_services
+from shared.urls import Urls, urls_for
+
+log = logging.getLogger("gateway")
+Handler = Callable[..., Response]
+
+
+def urls(req: Request, services: Services) -> Urls:
+    return urls_for(services.settings.public_base_url, req.origin)
+
+
+def _guard(on_error: Callable[[Exception], Response]) -> Callable[[Handler], Handler]:
+    def decorate(fn: Handler) -> Handler:
+        @functools.wraps(fn)
+        def run(req: Request, *args: Any) -> Response:
+            try:
+                return fn(req, *args)
+            except Exception as exc:  # every failure gets this endpoint family's error shape
+                if not isinstance(exc, GatewayError | StoreUnavailable | NotFound | PreconditionFailed |
+                                  AlreadyExists):
+                    log.exception("unhandled error in %s", fn.__name__)
+                return on_error(exc)
+        return run
+    return decorate
+
+
+def _fhir_error(exc: Exception) -> Response:
+    if isinstance(exc, FhirError):
+        return exc.to_response()
+    if isinstance(exc, StoreUnavailable):
+        return FhirError(503, "transient", "the gateway's configuration store is unavailable; retry later",
+                         {"Retry-After": "5"}).to_response()
+    return FhirError(500, "exception", "internal error").to_response()
+
+
+def _oauth_error(exc: Exception) -> Response:
+    if isinstance(exc, OAuthError):
+        return exc.to_response()
+    if isinstance(exc, StoreUnavailable):
+        return OAuthError("temporarily_unavailable", "the token service is temporarily unavailable", 503,
+                          {"Retry-After": "5"}).to_response()
+    return OAuthError("server_error", "internal error", 500).to_response()
+
+
+def _problem(exc: Exception) -> Response:
+    if isinstance(exc, ProblemError):
+        return exc.to_response()
+    if isinstance(exc, NotFound):
+        return ProblemError(404, "Not found", "no such resource").to_response()
+    if isinstance(exc, PreconditionFailed):
+        return ProblemError(412, "Precondition failed",
+                            "the resource changed since you read it (stale If-Match ETag); read it again").to_response()
+    if isinstance(exc, AlreadyExists):
+        return ProblemError(412, "Precondition failed", "the resource already exists (If-None-Match: *)").to_response()
+    if isinstance(exc, StoreUnavailable):
+        return ProblemError(503, "Service unavailable", f"{exc.component} is unavailable; retry later").to_response()
+    return ProblemError(500, "Internal error", "internal error").to_response()
+
+
+fhir_endpoint = _guard(_fhir_error)
+oauth_endpoint = _guard(_oauth_error)
+manage_endpoint = _guard(_problem)
+
+
+# --- unauthenticated discovery ----------------------------------------------------------------
+
+@fhir_endpoint
+def metadata(req: Request, version: str) -> Response:
+    version = facade_version(version)
+    check_format(req.params.get("_format"), req.headers.get("accept"))
+    statement = capability_statement(version, urls(req, get_services()))
+    return Response.json(200, statement, CONTENT_TYPE[version])
+
+
+@fhir_endpoint
+def smart_config(req: Request, version: str) -> Response:
+    facade_version(version)
+    return Response.json(200, smart_configuration(urls(req, get_services())))
+
+
+@oauth_endpoint
+def jwks(req: Request) -> Response:
+    return Response.json(200, get_services().keys.jwks(), "application/jwk-set+json",
+                         {"Cache-Control": "public, max-age=300"})
+
+
+@oauth_endpoint
+def token(req: Request) -> Response:
+    services = get_services()
+    if len(req.body) > 16 * 1024:
+        raise OAuthError("invalid_request", "the token request is too large", 413)
+    issued = services.tokens.issue(req.body, req.headers, urls(req, services))
+    return Response.json(200, issued, "application/json", NO_STORE)
+
+
+def health(req: Request) -> Response:
+    """Which Azure part is reachable; names only, no endpoints or secrets."""
+    services = get_services()
+    components = {"table_storage": services.tenant_table.ping, "key_vault": services.secrets.ping}
+    report: dict[str, str] = {}
+    for name, ping in components.items():
+        try:
+            ping()
+            report[name] = "ok"
+        except Exception:  # any failure means "down" for a health probe
+            report[name] = "unavailable"
+    healthy = all(v == "ok" for v in report.values())
+    return Response.json(200 if healthy else 503, {"status": "ok" if healthy else "degraded", "components": report},
+                         headers={"Cache-Control": "no-store"})
+
+
+# --- management API ---------------------------------------------------------------------------
+
+def _json_body(req: Request) -> Any:
+    if len(req.body) > 64 * 1024:
+        raise ProblemError(413, "Body too large", "the request body exceeds 64 KiB")
+    if not req.body:
+        return {}
+    try:
+        return json.loads(req.body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProblemError(400, "Invalid JSON", f"the body is not valid JSON: {exc}", "body") from exc
+
+
+def _expiry(body: dict) -> datetime | None:
+    raw = body.get("expires_on")
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ProblemError(400, "Invalid expiry", "expires_on must be an ISO 8601 date-time", "expires_on") from exc
+    if value.tzinfo is None:
+        raise ProblemError(400, "Invalid expiry", "expires_on must include a time zone", "expires_on")
+    return value
+
+
+def _object(req: Request) -> dict:
+    body = _json_body(req)
+    if not isinstance(body, dict):
+        raise ProblemError(400, "Invalid body", "the body must be a JSON object", "body")
+    return body
+
+
+def _ok(status: int, payload: Any, etag: str | None = None) -> Response:
+    headers = dict(NO_STORE)
+    if etag:
+        headers["ETag"] = etag
+    return Response.json(status, payload, "application/json", headers)
+
+
+@manage_endpoint
+def create_client(req: Request) -> Response:
+    body = _object(req)
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise ProblemError(400, "Invalid client", "name is required (at most 200 characters)", "name")
+    client, secret, info = get_services().clients.create(name.strip(), _expiry(body))
+    return _ok(201, {**client.to_json(), "client_secret": secret, "secret": info.to_json()})
+
+
+@manage_endpoint
+def list_clients(req: Request) -> Response:
+    return _ok(200, {"clients": [c.to_json() for c in get_services().clients.list()]})
+
+
+@manage_endpoint
+def get_client(req: Request, client_id: str) -> Response:
+    return _ok(200, get_services().clients.get(client_id).to_json())
+
+
+@manage_endpoint
+def disable_client(req: Request, client_id: str) -> Response:
+    return _ok(200, get_services().clients.disable(client_id).to_json())
+
+
+@manage_endpoint
+def add_secret(req: Request, client_id: str) -> Response:
+    secret, info = get_services().clients.add_secret(client_id, _expiry(_object(req)))
+    return _ok(201, {"client_id": client_id, "client_secret": secret, "secret": info.to_json()})
+
+
+@manage_endpoint
+def list_secrets(req: Request, client_id: str) -> Response:
+    return _ok(200, {"secrets": [s.to_json() for s in get_services().clients.list_secrets(client_id)]})
+
+
+@manage_endpoint
+def delete_secret(req: Request, client_id: str, secret_id: str) -> Response:
+    get_services().clients.delete_secret(client_id, secret_id)
+    return Response(204, b"", dict(NO_STORE))
+
+
+@manage_endpoint
+def put_tenant(req: Request, tenant_id: str) -> Response:
+    create_only = req.headers.get("if-none-match", "").strip() == "*"
+    route, etag, created = get_services().tenants.put(tenant_id, _json_body(req), req.headers.get("if-match"),
+                                                       create_only)
+    return _ok(201 if created else 200, route.to_json(), etag)
+
+
+@manage_endpoint
+def get_tenant(req: Request, tenant_id: str) -> Response:
+    route, etag = get_services().tenants.get(tenant_id)
+    return _ok(200, route.to_json(), etag)
+
+
+@manage_endpoint
+def list_tenants(req: Request) -> Response:
+    return _ok(200, {"tenants": [r.to_json() for r in get_services().tenants.list()]})
+
+
+@manage_endpoint
+def disable_tenant(req: Request, tenant_id: str) -> Response:
+    route, etag = get_services().tenants.disable(tenant_id, req.headers.get("if-match"))
+    return _ok(200, route.to_json(), etag)
+
+
+@manage_endpoint
+def delete_tenant(req: Request, tenant_id: str) -> Response:
+    get_services().tenants.delete(tenant_id, req.headers.get("if-match"))
+    return Response(204, b"", dict(NO_STORE))
+
+
+@manage_endpoint
+def rotate_signing_key(req: Request) -> Response:
+    key = get_services().keys.rotate()
+    return _ok(201, {"kid": key.kid, "created": key.created.isoformat(timespec="seconds")})

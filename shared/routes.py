@@ -1,0 +1,213 @@
+"""The tenant routing table: Azure AD tenant id -> provider FHIR endpoint, version, upstream auth.
+
+One Table Storage row per tenant. Lists and objects are JSON-encoded into single properties so
+every change is one atomic entity replace guarded by its ETag: a reader never sees half a route.
+The proxy and the token endpoint read routes through a short TTL cache.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from shared.errors import NotFound, ProblemError
+from shared.stores import Entity, EntityTable
+from shared.upstream_auth import InvalidUpstreamAuth, validate_upstream_auth
+
+FHIR_VERSIONS = ("stu3", "dstu2", "r4")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_FIELDS = {"display_name", "provider_base_url", "fhir_version", "upstream_auth", "allowed_clients", "enabled",
+           "resource_types", "batch_passthrough"}
+
+
+def is_guid(value: str) -> bool:
+    return bool(_GUID.match(value))
+
+
+@dataclass(frozen=True)
+class TenantRoute:
+    tenant_id: str
+    display_name: str
+    provider_base_url: str
+    fhir_version: str
+    upstream_auth: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
+    allowed_clients: tuple[str, ...] = ()
+    enabled: bool = True
+    resource_types: tuple[str, ...] | None = None
+    batch_passthrough: bool = False
+    created: str = ""
+    updated: str = ""
+
+    def allows(self, client_id: str) -> bool:
+        return self.enabled and client_id in self.allowed_clients
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tenant_id": self.tenant_id, "display_name": self.display_name,
+                "provider_base_url": self.provider_base_url, "fhir_version": self.fhir_version,
+                "upstream_auth": self.upstream_auth, "allowed_clients": list(self.allowed_clients),
+                "enabled": self.enabled,
+                "resource_types": list(self.resource_types) if self.resource_types is not None else None,
+                "batch_passthrough": self.batch_passthrough, "created": self.created, "updated": self.updated}
+
+    def to_entity(self) -> dict[str, Any]:
+        data = self.to_json()
+        del data["tenant_id"]
+        for key in ("upstream_auth", "allowed_clients", "resource_types"):
+            data[key] = json.dumps(data[key])
+        return data
+
+    @classmethod
+    def from_entity(cls, entity: Entity) -> TenantRoute:
+        d = entity.data
+        types = json.loads(d.get("resource_types") or "null")
+        return cls(entity.key, d.get("display_name", ""), d["provider_base_url"], d["fhir_version"],
+                   json.loads(d.get("upstream_auth") or '{"kind": "none"}'),
+                   tuple(json.loads(d.get("allowed_clients") or "[]")), bool(d.get("enabled", False)),
+                   tuple(types) if types is not None else None, bool(d.get("batch_passthrough", False)),
+                   d.get("created", ""), d.get("updated", ""))
+
+
+def _bad(field_name: str, detail: str) -> ProblemError:
+    return ProblemError(400, "Invalid tenant route", detail, field_name)
+
+
+def validate_provider_url(url: object) -> str:
+    """Absolute https; plain http only for loopback hosts (local development)."""
+    if not isinstance(url, str) or not url:
+        raise _bad("provider_base_url", "provider_base_url must be an absolute URL")
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
+        raise _bad("provider_base_url", "provider_base_url must be an absolute https URL without query or fragment")
+    if parts.username or parts.password:
+        raise _bad("provider_base_url", "provider_base_url must not carry credentials")
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        raise _bad("provider_base_url", "provider_base_url must use https (plain http only for loopback hosts)")
+    return url.rstrip("/")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _string_list(body: dict, name: str, pattern: re.Pattern[str] | None = None) -> tuple[str, ...]:
+    value = body.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _bad(name, f"{name} must be a list of non-empty strings")
+    if pattern is not None and not all(pattern.match(v) for v in value):
+        raise _bad(name, f"{name} has an entry of the wrong form")
+    return tuple(dict.fromkeys(value))
+
+
+def parse_route(tenant_id: str, body: object, now: str, created: str | None = None) -> TenantRoute:
+    """Validate a management API body into a route; every error names its field."""
+    if not is_guid(tenant_id):
+        raise _bad("tenant_id", "tenant_id must be a GUID (the Azure AD tenant id)")
+    if not isinstance(body, dict):
+        raise _bad("body", "the body must be a JSON object")
+    unknown = sorted(set(body) - _FIELDS - {"tenant_id", "created", "updated"})
+    if unknown:
+        raise _bad(unknown[0], f"unknown field {unknown[0]!r}")
+    if "tenant_id" in body and str(body["tenant_id"]).lower() != tenant_id.lower():
+        raise _bad("tenant_id", "tenant_id in the body does not match the URL")
+    display_name = body.get("display_name", "")
+    if not isinstance(display_name, str) or len(display_name) > 200:
+        raise _bad("display_name", "display_name must be a string of at most 200 characters")
+    base = validate_provider_url(body.get("provider_base_url"))
+    version = body.get("fhir_version")
+    if version not in FHIR_VERSIONS:
+        raise _bad("fhir_version", f"fhir_version must be one of {', '.join(FHIR_VERSIONS)}")
+    try:
+        upstream = validate_upstream_auth(body.get("upstream_auth", {"kind": "none"}), base)
+    except InvalidUpstreamAuth as exc:
+        raise _bad(exc.field, exc.message) from exc
+    enabled = body.get("enabled", True)
+    passthrough = body.get("batch_passthrough", False)
+    if not isinstance(enabled, bool):
+        raise _bad("enabled", "enabled must be true or false")
+    if not isinstance(passthrough, bool):
+        raise _bad("batch_passthrough", "batch_passthrough must be true or false")
+    types = None if body.get("resource_types") is None else _string_list(body, "resource_types",
+                                                                          re.compile(r"^[A-Z][A-Za-z]{1,63}$"))
+    return TenantRoute(tenant_id.lower(), display_name, base, version, upstream,
+                       _string_list(body, "allowed_clients", re.compile(r"^[0-9a-f-]{36}$")), enabled, types,
+                       passthrough, created or now, now)
+
+
+class TenantRegistry:
+    def __init__(self, table: EntityTable, cache_ttl: int, clock: Callable[[], float] = time.time) -> None:
+        self._table, self._ttl, self._clock = table, cache_ttl, clock
+        self._cache: dict[str, tuple[float, TenantRoute | None]] = {}
+        self._lock = threading.Lock()
+
+    def _now(self) -> str:
+        return datetime.fromtimestamp(self._clock(), UTC).isoformat(timespec="seconds")
+
+    def get(self, tenant_id: str) -> tuple[TenantRoute, str | None]:
+        if not is_guid(tenant_id):
+            raise NotFound()
+        entity = self._table.get(tenant_id.lower())
+        return TenantRoute.from_entity(entity), entity.etag
+
+    def list(self) -> list[TenantRoute]:
+        return sorted((TenantRoute.from_entity(e) for e in self._table.list()), key=lambda r: r.tenant_id)
+
+    def put(self, tenant_id: str, body: object, if_match: str | None = None,
+            create_only: bool = False) -> tuple[TenantRoute, str | None, bool]:
+        """Create or replace; `if_match` guards against lost updates, `create_only` is If-None-Match: *."""
+        now = self._now()
+        try:
+            existing, _ = self.get(tenant_id) if is_guid(tenant_id) else (None, None)
+        except NotFound:
+            existing = None
+        route = parse_route(tenant_id, body, now, existing.created if existing else None)
+        if create_only:
+            entity = self._table.insert(route.tenant_id, route.to_entity())
+        elif if_match is not None:
+            entity = self._table.replace(route.tenant_id, route.to_entity(), etag=if_match)
+        else:
+            entity = self._table.replace(route.tenant_id, route.to_entity())
+        self._forget(route.tenant_id)
+        return route, entity.etag, existing is None
+
+    def disable(self, tenant_id: str, if_match: str | None = None) -> tuple[TenantRoute, str | None]:
+        route, etag = self.get(tenant_id)
+        body = {**route.to_json(), "enabled": False}
+        updated, new_etag, _ = self.put(route.tenant_id, body, if_match=if_match or etag)
+        return updated, new_etag
+
+    def delete(self, tenant_id: str, if_match: str | None = None) -> None:
+        if not is_guid(tenant_id):
+            raise NotFound()
+        self._table.delete(tenant_id.lower(), etag=if_match)
+        self._forget(tenant_id.lower())
+
+    def _forget(self, tenant_id: str) -> None:
+        with self._lock:
+            self._cache.pop(tenant_id, None)
+
+    def resolve(self, tenant_id: str) -> TenantRoute | None:
+        """The route for traffic, cached for the TTL (changes reach every instance within it)."""
+        key = tenant_id.lower()
+        hit = self._cache.get(key)
+        if hit is not None and self._clock() - hit[0] < self._ttl:
+            return hit[1]
+        try:
+            route: TenantRoute | None = self.get(key)[0]
+        except NotFound:
+            route = None
+        with self._lock:
+            self._cache[key] = (self._clock(), route)
+        return route

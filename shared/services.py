@@ -1,0 +1,54 @@
+"""Builds the gateway's long-lived objects once per process from the app settings.
+
+SDK clients, caches and key rings are process-wide on purpose: building them per request would
+put Key Vault and Table Storage calls (and TLS handshakes) on every request's path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from azure.identity import DefaultAzureCredential
+
+from shared.clients import ClientRegistry
+from shared.routes import TenantRegistry
+from shared.settings import Settings, get_settings
+from shared.signing import KeyRing
+from shared.stores import EntityTable, SecretStore
+from shared.stores.keyvault import KeyVaultSecretStore
+from shared.stores.tables import AzureTable
+from shared.token_service import TokenService
+
+
+@dataclass
+class Services:
+    settings: Settings
+    secrets: SecretStore
+    tenant_table: EntityTable
+    client_table: EntityTable
+    keys: KeyRing
+    clients: ClientRegistry
+    tenants: TenantRegistry
+    tokens: TokenService
+
+
+def build_services(settings: Settings) -> Services:
+    if not settings.key_vault_url:
+        raise RuntimeError("KEY_VAULT_URL is not set")
+    credential = DefaultAzureCredential()
+    secrets = KeyVaultSecretStore.connect(settings.key_vault_url, credential, settings.key_vault_ca_bundle)
+    tables = {"connection_string": settings.tables_connection_string, "endpoint": settings.tables_endpoint,
+              "credential": credential}
+    tenant_table = AzureTable.connect(settings.tenants_table, **tables)
+    client_table = AzureTable.connect(settings.clients_table, **tables)
+    keys = KeyRing(secrets, settings.token_lifetime_seconds, settings.signing_key_cache_ttl_seconds)
+    clients = ClientRegistry(client_table, secrets, settings.secret_cache_ttl_seconds)
+    tenants = TenantRegistry(tenant_table, settings.route_cache_ttl_seconds)
+    tokens = TokenService(keys, clients, tenants, settings.token_lifetime_seconds)
+    return Services(settings, secrets, tenant_table, client_table, keys, clients, tenants, tokens)
+
+
+@lru_cache(maxsize=1)
+def get_services() -> Services:
+    return build_services(get_settings())

@@ -1,0 +1,79 @@
+"""Every app setting the gateway reads, in one place, typed.
+
+The names are the Function App's application settings (environment variables);
+`local.settings.json.sample` documents each one, and `infra/` provisions them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"app setting {name} must be an integer, got {raw!r}") from exc
+    if value < 0:
+        raise ValueError(f"app setting {name} must not be negative")
+    return value
+
+
+def _str(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    public_base_url: str | None
+    tables_connection_string: str | None
+    tables_endpoint: str | None
+    tenants_table: str
+    clients_table: str
+    key_vault_url: str | None
+    key_vault_ca_bundle: str | None
+    token_lifetime_seconds: int
+    secret_cache_ttl_seconds: int
+    route_cache_ttl_seconds: int
+    signing_key_cache_ttl_seconds: int
+    upstream_connect_timeout_seconds: int
+    upstream_read_timeout_seconds: int
+    upstream_retries: int
+    batch_concurrency: int
+    max_request_body_bytes: int
+    max_upstream_response_bytes: int
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        base = _str("GATEWAY_PUBLIC_BASE_URL")
+        return cls(
+            public_base_url=base.rstrip("/") if base else None,
+            tables_connection_string=_str("GATEWAY_TABLES_CONNECTION_STRING"),
+            tables_endpoint=_str("GATEWAY_TABLES_ENDPOINT"),
+            tenants_table=_str("GATEWAY_TENANTS_TABLE") or "tenants",
+            clients_table=_str("GATEWAY_CLIENTS_TABLE") or "clients",
+            key_vault_url=_str("KEY_VAULT_URL"),
+            key_vault_ca_bundle=_str("KEY_VAULT_CA_BUNDLE"),
+            token_lifetime_seconds=_int("TOKEN_LIFETIME_SECONDS", 3600),
+            secret_cache_ttl_seconds=min(_int("SECRET_CACHE_TTL_SECONDS", 60), 60),
+            route_cache_ttl_seconds=_int("ROUTE_CACHE_TTL_SECONDS", 30),
+            signing_key_cache_ttl_seconds=_int("SIGNING_KEY_CACHE_TTL_SECONDS", 300),
+            upstream_connect_timeout_seconds=_int("UPSTREAM_CONNECT_TIMEOUT_SECONDS", 5),
+            upstream_read_timeout_seconds=_int("UPSTREAM_READ_TIMEOUT_SECONDS", 30),
+            upstream_retries=_int("UPSTREAM_RETRIES", 2),
+            batch_concurrency=max(1, _int("BATCH_CONCURRENCY", 6)),
+            max_request_body_bytes=_int("MAX_REQUEST_BODY_BYTES", 1024 * 1024),
+            max_upstream_response_bytes=_int("MAX_UPSTREAM_RESPONSE_BYTES", 100 * 1024 * 1024),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read once per process: app settings change only with a restart of the Functions host."""
+    return Settings.from_env()

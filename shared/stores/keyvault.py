@@ -1,0 +1,120 @@
+"""`SecretStore` on Azure Key Vault (azure-keyvault-secrets): a vault in Azure, the emulator locally.
+
+The gateway authenticates with azure-identity's DefaultAzureCredential: the user-assigned
+managed identity in Azure (AZURE_CLIENT_ID), and locally the same managed-identity wire
+protocol served by the emulator (IDENTITY_ENDPOINT / IDENTITY_HEADER). No code path here
+knows it is local, except that a loopback vault presents a self-signed certificate
+(KEY_VAULT_CA_BUNDLE) and cannot live under the vault.azure.net domain.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
+from azure.keyvault.secrets import KeyVaultSecret, SecretClient, SecretProperties
+
+from shared.errors import AlreadyExists, NotFound, StoreUnavailable
+from shared.stores import SecretRecord
+
+_SDK_OPTIONS = {"connection_timeout": 5, "read_timeout": 10, "retry_total": 2, "retry_backoff_factor": 0.4}
+T = TypeVar("T")
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Map SDK errors to the store's vocabulary. A disabled secret is unreadable (403): to us, absent."""
+    try:
+        yield
+    except ResourceNotFoundError as exc:
+        raise NotFound() from exc
+    except ResourceExistsError as exc:
+        raise AlreadyExists() from exc
+    except HttpResponseError as exc:
+        if exc.status_code == 403 and "disabled" in str(exc).lower():
+            raise NotFound() from exc
+        raise StoreUnavailable("key-vault", f"HTTP {exc.status_code}") from exc
+    except (ClientAuthenticationError, AzureError) as exc:
+        raise StoreUnavailable("key-vault", type(exc).__name__) from exc
+
+
+class KeyVaultSecretStore:
+    def __init__(self, client: SecretClient) -> None:
+        self._client = client
+
+    @classmethod
+    def connect(cls, vault_url: str, credential: Any, ca_bundle: str | None = None) -> KeyVaultSecretStore:
+        options: dict[str, Any] = dict(_SDK_OPTIONS)
+        if ca_bundle:
+            options["connection_verify"] = ca_bundle
+        if _is_loopback(vault_url):
+            # The challenge's resource (vault.azure.net) cannot match a loopback host; in Azure the check stays on.
+            options["verify_challenge_resource"] = False
+        return cls(SecretClient(vault_url=vault_url, credential=credential, **options))
+
+    def _call(self, fn: Callable[[SecretClient], T]) -> T:
+        with _translated():
+            return fn(self._client)
+
+    def set_secret(self, name: str, value: str, *, expires_on: datetime | None = None,
+                   tags: dict[str, str] | None = None, content_type: str | None = None) -> SecretRecord:
+        secret = self._call(lambda c: c.set_secret(name, value, expires_on=expires_on, tags=tags,
+                                                   content_type=content_type))
+        return _record(secret.properties, None)
+
+    def get_secret(self, name: str) -> SecretRecord:
+        secret: KeyVaultSecret = self._call(lambda c: c.get_secret(name))
+        return _record(secret.properties, secret.value)
+
+    def list_secrets(self, prefix: str) -> list[SecretRecord]:
+        def run(c: SecretClient) -> list[SecretRecord]:
+            return [_record(p, None) for p in c.list_properties_of_secrets() if (p.name or "").startswith(prefix)]
+        return self._call(run)
+
+    def update_properties(self, name: str, *, enabled: bool | None = None,
+                          expires_on: datetime | None = None,
+                          tags: dict[str, str] | None = None) -> SecretRecord:
+        changes = {k: v for k, v in (("enabled", enabled), ("expires_on", expires_on), ("tags", tags))
+                   if v is not None}
+        props = self._call(lambda c: c.update_secret_properties(name, **changes))
+        return _record(props, None)
+
+    def delete_secret(self, name: str) -> None:
+        # Soft delete: in Azure, purge protection keeps the verifier recoverable for the retention period.
+        self._call(lambda c: c.begin_delete_secret(name).wait())
+
+    def ping(self) -> None:
+        self._call(lambda c: next(iter(c.list_properties_of_secrets(max_page_size=1)), None))
+
+
+def _record(props: SecretProperties, value: str | None) -> SecretRecord:
+    return SecretRecord(
+        name=props.name or "",
+        value=value,
+        enabled=props.enabled is not False,
+        expires_on=props.expires_on,
+        not_before=props.not_before,
+        created_on=props.created_on,
+        tags=dict(props.tags or {}),
+    )

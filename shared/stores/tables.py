@@ -1,0 +1,121 @@
+"""`EntityTable` on Azure Table Storage (azure-data-tables): Azurite locally, a storage account in Azure.
+
+Each table holds one kind of record, so every entity shares one partition; row keys are the
+record ids (tenant GUIDs, client ids). Values are stored as Table properties; the callers
+JSON-encode lists and objects, which keeps every write a single-entity, atomic replace.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+
+from shared.errors import AlreadyExists, NotFound, PreconditionFailed, StoreUnavailable
+from shared.stores import Entity
+
+PARTITION = "p"
+_SDK_OPTIONS = {"connection_timeout": 5, "read_timeout": 10, "retry_total": 2, "retry_backoff_factor": 0.4}
+T = TypeVar("T")
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Turn SDK exceptions into the store's vocabulary; anything transport-like fails closed."""
+    try:
+        yield
+    except ResourceModifiedError as exc:
+        raise PreconditionFailed() from exc
+    except ResourceNotFoundError as exc:
+        raise NotFound() from exc
+    except ResourceExistsError as exc:
+        raise AlreadyExists() from exc
+    except HttpResponseError as exc:
+        if exc.status_code == 412:
+            raise PreconditionFailed() from exc
+        raise StoreUnavailable("table-storage", f"HTTP {exc.status_code}") from exc
+    except (ClientAuthenticationError, AzureError) as exc:
+        raise StoreUnavailable("table-storage", type(exc).__name__) from exc
+
+
+class AzureTable:
+    """One table; created on first use so a fresh Azurite or storage account needs no setup step."""
+
+    def __init__(self, service: TableServiceClient, name: str) -> None:
+        self._service = service
+        self._name = name
+        self._client: TableClient | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def connect(cls, name: str, *, connection_string: str | None = None, endpoint: str | None = None,
+                credential: Any = None) -> AzureTable:
+        if connection_string:
+            service = TableServiceClient.from_connection_string(connection_string, **_SDK_OPTIONS)
+        elif endpoint:
+            service = TableServiceClient(endpoint=endpoint, credential=credential, **_SDK_OPTIONS)
+        else:
+            raise ValueError("set GATEWAY_TABLES_ENDPOINT (Azure) or GATEWAY_TABLES_CONNECTION_STRING (local)")
+        return cls(service, name)
+
+    def _table(self) -> TableClient:
+        if self._client is None:
+            with self._lock, _translated():
+                if self._client is None:
+                    self._client = self._service.create_table_if_not_exists(self._name)
+        return self._client
+
+    def _call(self, fn: Callable[[TableClient], T]) -> T:
+        table = self._table()
+        with _translated():
+            return fn(table)
+
+    def get(self, key: str) -> Entity:
+        return _entity(self._call(lambda t: t.get_entity(PARTITION, key)))
+
+    def list(self) -> list[Entity]:
+        return self._call(lambda t: [_entity(e) for e in t.query_entities(f"PartitionKey eq '{PARTITION}'")])
+
+    def insert(self, key: str, data: dict[str, Any]) -> Entity:
+        meta = self._call(lambda t: t.create_entity(_row(key, data)))
+        return Entity(key, dict(data), meta.get("etag"))
+
+    def replace(self, key: str, data: dict[str, Any], etag: str | None = None) -> Entity:
+        row = _row(key, data)
+        if etag is None:
+            meta = self._call(lambda t: t.upsert_entity(row, mode=UpdateMode.REPLACE))
+        else:
+            meta = self._call(lambda t: t.update_entity(
+                row, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified))
+        return Entity(key, dict(data), meta.get("etag"))
+
+    def delete(self, key: str, etag: str | None = None) -> None:
+        # The SDK treats deleting a missing entity as success; the API must say 404, so read first.
+        current = self.get(key)
+        self._call(lambda t: t.delete_entity(PARTITION, key, etag=etag or current.etag,
+                                             match_condition=MatchConditions.IfNotModified))
+
+    def ping(self) -> None:
+        self._call(lambda t: next(iter(t.query_entities(f"PartitionKey eq '{PARTITION}'", results_per_page=1)),
+                                  None))
+
+
+def _row(key: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"PartitionKey": PARTITION, "RowKey": key, **data}
+
+
+def _entity(raw: Any) -> Entity:
+    data = {k: v for k, v in raw.items() if k not in ("PartitionKey", "RowKey")}
+    return Entity(raw["RowKey"], data, raw.metadata.get("etag"))
