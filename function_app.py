@@ -53,6 +53,18 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
     return serve(handlers.health, req)
 
 
+# --- the FHIR proxy (gateway bearer token, checked by the proxy: ROUTE-3) -------------------
+
+@app.route(route="fhir/{version}", methods=["POST"], auth_level=ANON)
+def fhir_batch(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.fhir, req, "version", "path")
+
+
+@app.route(route="fhir/{version}/{*path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], auth_level=ANON)
+def fhir_proxy(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.fhir, req, "version", "path")
+
+
 # --- management API (function key) ------------------------------------------------------------
 
 @app.route(route="manage/clients", methods=["GET"], auth_level=KEY)

@@ -138,6 +138,15 @@ def health(req: Request) -> Response:
                          headers={"Cache-Control": "no-store"})
 
 
+@fhir_endpoint
+def fhir(req: Request, version: str, path: str) -> Response:
+    """Every protected FHIR interaction (read, search, POST _search, batch) goes through the proxy."""
+    version = facade_version(version)
+    check_format(req.params.get("_format"), req.headers.get("accept"))
+    services = get_services()
+    return services.proxy.handle(req, version, path, urls(req, services))
+
+
 # --- management API ---------------------------------------------------------------------------
 
 def _json_body(req: Request) -> Any:

@@ -12,6 +12,7 @@ from functools import lru_cache
 from azure.identity import DefaultAzureCredential
 
 from shared.clients import ClientRegistry
+from shared.proxy import FhirProxy
 from shared.routes import TenantRegistry
 from shared.settings import Settings, get_settings
 from shared.signing import KeyRing
@@ -19,6 +20,7 @@ from shared.stores import EntityTable, SecretStore
 from shared.stores.keyvault import KeyVaultSecretStore
 from shared.stores.tables import AzureTable
 from shared.token_service import TokenService
+from shared.upstream_auth import UpstreamAuthenticator
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Services:
     clients: ClientRegistry
     tenants: TenantRegistry
     tokens: TokenService
+    proxy: FhirProxy
 
 
 def build_services(settings: Settings) -> Services:
@@ -46,7 +49,11 @@ def build_services(settings: Settings) -> Services:
     clients = ClientRegistry(client_table, secrets, settings.secret_cache_ttl_seconds)
     tenants = TenantRegistry(tenant_table, settings.route_cache_ttl_seconds)
     tokens = TokenService(keys, clients, tenants, settings.token_lifetime_seconds)
-    return Services(settings, secrets, tenant_table, client_table, keys, clients, tenants, tokens)
+    upstream = UpstreamAuthenticator(
+        secrets, timeout=(settings.upstream_connect_timeout_seconds, settings.upstream_read_timeout_seconds),
+        secret_ttl=settings.secret_cache_ttl_seconds)
+    proxy = FhirProxy(settings, tokens, clients, tenants, upstream)
+    return Services(settings, secrets, tenant_table, client_table, keys, clients, tenants, tokens, proxy)
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,115 @@
+"""Proxy policy: which FHIR interactions pass, as plain functions of (request, route).
+
+The gateway is read-only. A request is reduced to an `Interaction` built only from validated
+pieces (resource type, id, query pairs), and the upstream URL is built from those pieces and the
+tenant's configured base; nothing the client sends can name another host or escape the base.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote, urlencode
+
+from shared.errors import FhirError
+
+DEFAULT_RESOURCE_TYPES = frozenset({
+    "Patient", "Observation", "Condition", "Encounter", "AllergyIntolerance", "MedicationRequest",
+    "MedicationOrder", "Coverage", "Location", "Practitioner", "Organization",
+})
+PAGING_PARAMS = frozenset({"_getpages", "_getpagesoffset", "_count", "_pretty", "_bundletype", "_format",
+                           "_offset", "_page", "page"})
+MAX_BATCH_ENTRIES = 100
+_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-.:]{0,99}$")
+_MAX_QUERY_PAIRS = 100
+
+
+@dataclass(frozen=True)
+class Interaction:
+    kind: str                      # read | search | search-post | page
+    resource_type: str | None
+    resource_id: str | None = None
+    query: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def upstream_path(self) -> str:
+        parts = [p for p in (self.resource_type, self.resource_id) if p]
+        if self.kind == "search-post":
+            parts.append("_search")
+        return "/".join(parts)
+
+    def query_string(self) -> str:
+        return urlencode(self.query)
+
+
+def parse_query(raw: str) -> tuple[tuple[str, str], ...]:
+    """Keep repeated parameters (FHIR uses them, e.g. two `date` bounds); reject malformed names."""
+    try:
+        pairs = parse_qsl(raw, keep_blank_values=True, max_num_fields=_MAX_QUERY_PAIRS)
+    except ValueError as exc:
+        raise FhirError(400, "invalid", "too many query parameters") from exc
+    for name, value in pairs:
+        if not _PARAM.match(name):
+            raise FhirError(400, "invalid", "malformed search parameter name")
+        if any(c in value for c in "\r\n\x00"):
+            raise FhirError(400, "invalid", "control characters in a search parameter")
+    return tuple(pairs)
+
+
+def _segments(path: str) -> list[str]:
+    decoded = [unquote(s) for s in path.split("/")] if path else []
+    if any(s in ("", ".", "..") or "/" in s or "\\" in s for s in decoded):
+        raise FhirError(400, "invalid", "malformed FHIR path")
+    return decoded
+
+
+def interaction_for(method: str, path: str, query: str, form: bytes = b"") -> Interaction:
+    """Classify a FHIR request; anything but a read or search is refused (the gateway is read-only)."""
+    method = method.upper()
+    segments = _segments(path.strip("/"))
+    params = parse_query(query)
+    if method == "GET" and not segments:
+        if not params or any(name not in PAGING_PARAMS for name, _ in params):
+            raise FhirError(400, "not-supported", "system-level search is not supported, except paging links")
+        return Interaction("page", None, None, params)
+    if not segments or not _TYPE.match(segments[0]):
+        raise FhirError(404, "not-found", "unknown resource type")
+    rtype = segments[0]
+    if method == "GET" and len(segments) == 1:
+        return Interaction("search", rtype, None, params)
+    if method == "GET" and len(segments) == 2 and segments[1] != "_search":
+        if not _ID.match(segments[1]):
+            raise FhirError(400, "invalid", "malformed resource id")
+        return Interaction("read", rtype, segments[1], params)
+    if method == "POST" and segments[1:] == ["_search"]:
+        body_params = parse_query(form.decode("utf-8", errors="strict")) if form else ()
+        return Interaction("search-post", rtype, None, params + body_params)
+    if method in ("GET", "POST") and len(segments) <= 2:
+        raise FhirError(405, "not-supported", "this gateway is read-only: reads and searches only")
+    if method not in ("GET", "POST"):
+        raise FhirError(405, "not-supported", f"{method} is not allowed: this gateway is read-only")
+    raise FhirError(400, "not-supported", "operations, history and compartments are not supported")
+
+
+def check_resource_type(rtype: str | None, allowed: tuple[str, ...] | None) -> None:
+    """Per-tenant allow-list (default: the Patients app's types plus Practitioner, Organization, Location)."""
+    permitted = frozenset(allowed) if allowed is not None else DEFAULT_RESOURCE_TYPES
+    if rtype is not None and rtype not in permitted:
+        raise FhirError(403, "forbidden", f"resource type {rtype} is not available for this tenant")
+
+
+def batch_entry_interaction(entry: object) -> Interaction:
+    """A batch entry must be a GET of a relative `Type/id` or `Type?query` URL."""
+    request = entry.get("request") if isinstance(entry, dict) else None
+    if not isinstance(request, dict) or not isinstance(request.get("url"), str):
+        raise FhirError(400, "invalid", "batch entry without request.url")
+    method = str(request.get("method", "")).upper()
+    if method != "GET":
+        raise FhirError(405, "not-supported", "batch entries must be GET reads or searches (read-only gateway)")
+    url = request["url"].lstrip("/")
+    if "://" in url:
+        raise FhirError(400, "invalid", "batch entry URLs must be relative to the FHIR base")
+    path, _, query = url.partition("?")
+    return interaction_for("GET", path, query)

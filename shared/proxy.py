@@ -1,0 +1,353 @@
+"""The FHIR proxy: verify the token, route by its tenant, apply policy, forward, rewrite, audit.
+
+The tenant comes only from the verified token (ROUTE-3); the upstream URL is built from the
+tenant's configured base and validated path pieces, so the proxy cannot be pointed at any other
+host. Responses are buffered (bounded by MAX_UPSTREAM_RESPONSE_BYTES): the Python Functions HTTP
+binding takes a bytes body, and Bundles need their URLs rewritten anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from shared.capability import CONTENT_TYPE
+from shared.clients import ClientRegistry
+from shared.errors import FhirError, StoreUnavailable, operation_outcome
+from shared.http import Request, Response
+from shared.policy import (
+    MAX_BATCH_ENTRIES,
+    Interaction,
+    batch_entry_interaction,
+    check_resource_type,
+    interaction_for,
+)
+from shared.rewrite import rewrite_body, rewrite_url
+from shared.routes import TenantRegistry, TenantRoute
+from shared.settings import Settings
+from shared.token_service import AccessClaims, InvalidToken, TokenService
+from shared.upstream_auth import UpstreamAuthenticator
+from shared.urls import Urls
+
+audit_log = logging.getLogger("gateway.audit")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+_PASS_REQUEST = ("accept", "prefer", "if-none-match", "if-modified-since")
+_PASS_RESPONSE = ("etag", "last-modified")
+_FHIR_JSON = ("application/fhir+json", "application/json+fhir", "application/json")
+_PARSE_LIMIT = 16 * 1024 * 1024
+_STATUS_TEXT = {200: "200 OK", 304: "304 Not Modified", 400: "400 Bad Request", 401: "401 Unauthorized",
+                403: "403 Forbidden", 404: "404 Not Found", 405: "405 Method Not Allowed", 410: "410 Gone",
+                502: "502 Bad Gateway", 503: "503 Service Unavailable", 504: "504 Gateway Timeout"}
+
+
+@dataclass
+class Audit:
+    """One structured line per request; ids, names and parameter values never go in here (no PHI)."""
+
+    request_id: str
+    started: float = field(default_factory=time.monotonic)
+    client_id: str | None = None
+    tenant_id: str | None = None
+    interaction: str | None = None
+    resource_type: str | None = None
+    upstream_ms: float = 0.0
+    entries: int | None = None
+
+    def emit(self, status: int, size: int) -> None:
+        record = {"event": "fhir-request", "request_id": self.request_id, "client_id": self.client_id,
+                  "tenant_id": self.tenant_id, "interaction": self.interaction,
+                  "resource_type": self.resource_type, "status": status,
+                  "upstream_ms": round(self.upstream_ms, 1), "bytes": size,
+                  "duration_ms": round((time.monotonic() - self.started) * 1000, 1)}
+        if self.entries is not None:
+            record["entries"] = self.entries
+        audit_log.info(json.dumps(record, separators=(",", ":")))
+
+
+@dataclass
+class Upstream:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+class FhirProxy:
+    def __init__(self, settings: Settings, tokens: TokenService, clients: ClientRegistry, tenants: TenantRegistry,
+                 upstream_auth: UpstreamAuthenticator) -> None:
+        self._settings = settings
+        self._tokens, self._clients, self._tenants, self._auth = tokens, clients, tenants, upstream_auth
+        self._sessions: dict[str, requests.Session] = {}
+        self._lock = threading.Lock()
+        self._timeout = (settings.upstream_connect_timeout_seconds, settings.upstream_read_timeout_seconds)
+
+    # --- entry point ----------------------------------------------------------------------------
+
+    def handle(self, req: Request, version: str, path: str, urls: Urls) -> Response:
+        audit = Audit(_request_id(req.headers.get("x-request-id")))
+        try:
+            response = self._handle(req, version, path, urls, audit)
+        except FhirError as exc:
+            response = exc.to_response(CONTENT_TYPE[version])
+        except StoreUnavailable as exc:
+            response = FhirError(503, "transient", f"{exc.component} is unavailable; retry later",
+                                 {"Retry-After": "5"}).to_response(CONTENT_TYPE[version])
+        response.headers["X-Request-Id"] = audit.request_id
+        response.headers.setdefault("Cache-Control", "no-store")
+        audit.emit(response.status, len(response.body))
+        return response
+
+    def _handle(self, req: Request, version: str, path: str, urls: Urls, audit: Audit) -> Response:
+        claims = self._authenticate(req, urls)
+        audit.client_id, audit.tenant_id = claims.client_id, claims.tenant_id
+        route = self._route(claims, version)
+        if len(req.body) > self._settings.max_request_body_bytes:
+            raise FhirError(413, "too-costly", "request body too large")
+        if req.method.upper() == "POST" and not path.strip("/"):
+            audit.interaction = "batch"
+            return self._batch(req, route, version, urls, audit)
+        form = req.body if req.method.upper() == "POST" else b""
+        if form and not req.headers.get("content-type", "").lower().startswith("application/x-www-form-urlencoded"):
+            raise FhirError(415, "not-supported", "POST _search needs an application/x-www-form-urlencoded body")
+        try:
+            action = interaction_for(req.method, path, urlsplit(req.url).query, form)
+        except UnicodeDecodeError as exc:
+            raise FhirError(400, "invalid", "the search body is not UTF-8") from exc
+        audit.interaction, audit.resource_type = action.kind, action.resource_type
+        check_resource_type(action.resource_type, route.resource_types)
+        upstream = self._forward(route, action, req.headers, audit)
+        return self._shape(upstream, route, version, urls)
+
+    # --- who and where --------------------------------------------------------------------------
+
+    def _authenticate(self, req: Request, urls: Urls) -> AccessClaims:
+        scheme, _, token = (req.headers.get("authorization") or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthorized("a bearer token from the gateway's token endpoint is required")
+        try:
+            claims = self._tokens.verify(token.strip(), urls)
+        except InvalidToken as exc:
+            raise _unauthorized(str(exc)) from exc
+        client = self._clients.cached_client(claims.client_id)
+        if client is None or not client.active:
+            raise _unauthorized("the client of this token is disabled")
+        return claims
+
+    def _route(self, claims: AccessClaims, version: str) -> TenantRoute:
+        route = self._tenants.resolve(claims.tenant_id)
+        if route is None or not route.allows(claims.client_id):
+            raise FhirError(403, "forbidden", "this client may not access this tenant (disabled or not allowed)")
+        if route.fhir_version != version:
+            raise FhirError(400, "not-supported",
+                            f"this tenant's provider speaks {route.fhir_version.upper()}; use the "
+                            f"{route.fhir_version} FHIR base URL")
+        return route
+
+    # --- forwarding -----------------------------------------------------------------------------
+
+    def _session(self, base: str) -> requests.Session:
+        origin = "{0.scheme}://{0.netloc}".format(urlsplit(base))
+        session = self._sessions.get(origin)
+        if session is None:
+            with self._lock:
+                session = self._sessions.get(origin)
+                if session is None:
+                    session = requests.Session()
+                    session.trust_env = False
+                    retry = Retry(total=self._settings.upstream_retries, connect=self._settings.upstream_retries,
+                                  read=0, status=self._settings.upstream_retries, other=0,
+                                  status_forcelist=(502, 503, 504), allowed_methods=frozenset({"GET"}),
+                                  backoff_factor=0.2, raise_on_status=False, respect_retry_after_header=False)
+                    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=64, max_retries=retry)
+                    session.mount(origin, adapter)
+                    self._sessions[origin] = session
+        return session
+
+    def _forward(self, route: TenantRoute, action: Interaction, headers: Any, audit: Audit,
+                 retry_auth: bool = True) -> Upstream:
+        url = f"{route.provider_base_url}/{action.upstream_path}"
+        out = {name: headers.get(name) for name in _PASS_REQUEST if headers.get(name)}
+        out["Accept"] = _accept(headers.get("accept"), route.fhir_version)
+        out["X-Request-Id"] = audit.request_id
+        authorization = self._auth.authorization(route.tenant_id, route.provider_base_url, route.upstream_auth)
+        if authorization:
+            out["Authorization"] = authorization
+        if action.kind == "search-post":
+            method, params, data = "POST", None, action.query_string().encode()
+            out["Content-Type"] = "application/x-www-form-urlencoded"
+        else:
+            method, params, data = "GET", action.query_string() or None, None
+        upstream = self._send(route, method, url + (f"?{params}" if params else ""), out, data, audit)
+        if upstream.status == 401 and authorization and retry_auth:
+            self._auth.invalidate(route.tenant_id, authorization)
+            return self._forward(route, action, headers, audit, retry_auth=False)
+        return upstream
+
+    def _send(self, route: TenantRoute, method: str, url: str, headers: dict[str, str], data: bytes | None,
+              audit: Audit) -> Upstream:
+        started = time.monotonic()
+        limit = self._settings.max_upstream_response_bytes
+        try:
+            with self._session(route.provider_base_url).request(
+                    method, url, headers=headers, data=data, timeout=self._timeout, stream=True,
+                    allow_redirects=False) as resp:
+                body = _read_bounded(resp, limit)
+                result = Upstream(resp.status_code, body, {k.lower(): v for k, v in resp.headers.items()})
+        except requests.Timeout as exc:
+            raise FhirError(504, "timeout", "the provider did not answer in time") from exc
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as exc:
+            raise FhirError(502, "transient", "the provider could not be reached or broke the connection") from exc
+        finally:
+            audit.upstream_ms += (time.monotonic() - started) * 1000
+        return result
+
+    # --- responses ------------------------------------------------------------------------------
+
+    def _shape(self, upstream: Upstream, route: TenantRoute, version: str, urls: Urls) -> Response:
+        gateway_base = urls.fhir_base(version)
+        headers = {k.title(): v for k, v in upstream.headers.items() if k in _PASS_RESPONSE}
+        for name in ("location", "content-location"):
+            if name in upstream.headers:
+                headers[name.title()] = rewrite_url(upstream.headers[name], route.provider_base_url, gateway_base)
+        if upstream.status == 304:
+            return Response(304, b"", headers)
+        if upstream.status == 401:
+            raise FhirError(502, "security", "the provider refused the gateway's credentials")
+        if not _is_json(upstream):
+            raise FhirError(502, "exception", f"the provider answered HTTP {upstream.status} without FHIR JSON")
+        if upstream.status >= 400:
+            return _provider_error(upstream, version)
+        headers["Content-Type"] = CONTENT_TYPE[version]
+        return Response(upstream.status, rewrite_body(upstream.body, route.provider_base_url, gateway_base), headers)
+
+    # --- batch (FHIR-2) -------------------------------------------------------------------------
+
+    def _batch(self, req: Request, route: TenantRoute, version: str, urls: Urls, audit: Audit) -> Response:
+        bundle = _parse_bundle(req.body)
+        entries = bundle.get("entry") or []
+        if not isinstance(entries, list) or len(entries) > MAX_BATCH_ENTRIES:
+            raise FhirError(400, "invalid", f"a batch holds a list of at most {MAX_BATCH_ENTRIES} entries")
+        audit.entries = len(entries)
+        if route.batch_passthrough:
+            return self._batch_passthrough(req, route, version, urls, entries, audit)
+        workers = max(1, min(self._settings.batch_concurrency, len(entries)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batch") as pool:
+            results = list(pool.map(lambda e: self._batch_entry(e, req, route, version, urls, audit), entries))
+        payload = {"resourceType": "Bundle", "type": "batch-response", "entry": results}
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        return Response(200, body, {"Content-Type": CONTENT_TYPE[version]})
+
+    def _batch_entry(self, entry: object, req: Request, route: TenantRoute, version: str, urls: Urls,
+                     audit: Audit) -> dict:
+        try:
+            action = batch_entry_interaction(entry)
+            check_resource_type(action.resource_type, route.resource_types)
+            response = self._shape(self._forward(route, action, req.headers, audit), route, version, urls)
+            resource = json.loads(response.body) if response.body else None
+            status = response.status
+            headers = response.headers
+        except FhirError as exc:
+            resource, status, headers = operation_outcome(exc.code, exc.diagnostics), exc.status, {}
+        result: dict[str, Any] = {"response": {"status": _STATUS_TEXT.get(status, str(status))}}
+        for header, key in (("Etag", "etag"), ("Last-Modified", "lastModified"), ("Location", "location")):
+            if header in headers:
+                result["response"][key] = headers[header]
+        if resource is not None:
+            result["resource"] = resource
+        return result
+
+    def _batch_passthrough(self, req: Request, route: TenantRoute, version: str, urls: Urls, entries: list,
+                           audit: Audit) -> Response:
+        """For providers that run batches well: validate every entry, then send the Bundle as is."""
+        for entry in entries:
+            action = batch_entry_interaction(entry)
+            check_resource_type(action.resource_type, route.resource_types)
+        headers = {"Content-Type": CONTENT_TYPE[version], "Accept": CONTENT_TYPE[version],
+                   "X-Request-Id": audit.request_id}
+        authorization = self._auth.authorization(route.tenant_id, route.provider_base_url, route.upstream_auth)
+        if authorization:
+            headers["Authorization"] = authorization
+        upstream = self._send(route, "POST", route.provider_base_url, headers, req.body, audit)
+        return self._shape(upstream, route, version, urls)
+
+
+def _request_id(incoming: str | None) -> str:
+    return incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+
+def _unauthorized(reason: str) -> FhirError:
+    challenge = f'Bearer error="invalid_token", error_description="{reason}"'
+    return FhirError(401, "login", reason, {"WWW-Authenticate": challenge})
+
+
+def _accept(accept: str | None, version: str) -> str:
+    if accept and any(t in accept.lower() for t in _FHIR_JSON):
+        return accept
+    return CONTENT_TYPE.get(version, "application/fhir+json")
+
+
+def _read_bounded(resp: requests.Response, limit: int) -> bytes:
+    declared = resp.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise FhirError(502, "too-costly", "the provider's response exceeds the gateway's size limit")
+    chunks, size = [], 0
+    for chunk in resp.iter_content(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise FhirError(502, "too-costly", "the provider's response exceeds the gateway's size limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _is_json(upstream: Upstream) -> bool:
+    """Content type says JSON and the body is a JSON object (fully parsed up to a size, then shape-checked)."""
+    if not upstream.headers.get("content-type", "").split(";")[0].strip().lower().endswith("json"):
+        return False
+    body = upstream.body.strip()
+    if len(body) <= _PARSE_LIMIT:
+        try:
+            return isinstance(json.loads(body), dict)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return False
+    return body.startswith(b"{") and body.endswith(b"}")
+
+
+def _provider_error(upstream: Upstream, version: str) -> Response:
+    """Provider 4xx pass through; 5xx become 502. An OperationOutcome body is kept, anything else replaced."""
+    status = upstream.status if upstream.status < 500 else 502
+    try:
+        parsed = json.loads(upstream.body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        parsed = None
+    if isinstance(parsed, dict) and parsed.get("resourceType") == "OperationOutcome":
+        return Response(status, upstream.body, {"Content-Type": CONTENT_TYPE[version]})
+    return Response.json(status, operation_outcome("exception", f"the provider answered HTTP {upstream.status}"),
+                         CONTENT_TYPE[version])
+
+
+def _parse_bundle(body: bytes) -> dict:
+    try:
+        bundle = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FhirError(400, "structure", "the body is not valid JSON") from exc
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise FhirError(400, "structure", "POST to the base URL needs a Bundle of type batch")
+    if bundle.get("type") == "transaction":
+        raise FhirError(405, "not-supported", "transactions are not supported: this gateway is read-only")
+    if bundle.get("type") != "batch":
+        raise FhirError(400, "invalid", "only Bundles of type batch can be posted to the base URL")
+    return bundle
+
+

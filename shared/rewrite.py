@@ -1,0 +1,34 @@
+"""Rewrite absolute URLs that point at the provider's base to the gateway's facade base.
+
+Works on the JSON bytes, not on a parsed tree: only string values that *begin* with the exact
+provider base, followed by `/`, `?`, `#` or the end of the string, are rewritten. That catches
+Bundle `link[].url`, `entry[].fullUrl`, absolute references and `Location` values, and never a
+longer host or path that merely shares a prefix (`.../fhir2`, `...:80801`), nor a URL in the
+middle of narrative text. JSON's optional `\\/` escaping of slashes is handled. Working on bytes
+keeps large search Bundles cheap: no Python object per node.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+
+@lru_cache(maxsize=256)
+def _pattern(provider_base: str) -> re.Pattern[bytes]:
+    plain = re.escape(provider_base.encode())
+    escaped = re.escape(provider_base.replace("/", "\\/").encode())
+    return re.compile(rb'(?<!\\)"(?:' + plain + rb"|" + escaped + rb')(?=[/?#"]|\\/)')
+
+
+def rewrite_body(body: bytes, provider_base: str, gateway_base: str) -> bytes:
+    replacement = b'"' + gateway_base.encode()
+    return _pattern(provider_base.rstrip("/")).sub(lambda _: replacement, body)
+
+
+def rewrite_url(url: str, provider_base: str, gateway_base: str) -> str:
+    """Same rule for a header value such as Location or Content-Location."""
+    base = provider_base.rstrip("/")
+    if url == base or url.startswith((base + "/", base + "?", base + "#")):
+        return gateway_base + url[len(base):]
+    return url

@@ -1,0 +1,52 @@
+"""Shared fixtures: the real local stack (Azurite, Key Vault emulator, sample EHRs, gateway host).
+
+One stack serves the whole session; tests that break parts on purpose start their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from devtools.stack import Stack
+
+SHARED_KIT = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = Stack(tmp_path_factory.mktemp("stack"))
+    try:
+        running.start_all()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def facts(stack: Stack) -> dict[str, Any]:
+    return stack.facts
+
+
+@pytest.fixture(scope="session")
+def gateway(facts: dict[str, Any]) -> str:
+    return facts["gateway_base_url"]
+
+
+@pytest.fixture()
+def manage(stack: Stack):
+    """Call the management API with the stack's function key: manage("POST", "/clients", json=...)."""
+    return stack.manage
+
+
+def get_token(facts: dict[str, Any], tenant_id: str, client_id: str | None = None,
+              secret: str | None = None) -> str:
+    response = requests.post(facts["token_url"], data={
+        "grant_type": "client_credentials", "client_id": client_id or facts["demo_client_id"],
+        "client_secret": secret or facts["demo_client_secret"], "scope": tenant_id}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
