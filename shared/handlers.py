@@ -140,7 +140,15 @@ def health(req: Request) -> Response:
 
 @fhir_endpoint
 def fhir(req: Request, version: str, path: str) -> Response:
-    """Every protected FHIR interaction (read, search, POST _search, batch) goes through the proxy."""
+    """Every protected FHIR interaction (read, search, POST _search, batch) goes through the proxy.
+
+    Azure orders overlapping routes by function name, not specificity (azure-functions-host#9876),
+    so this catch-all may receive the discovery paths too: it answers them exactly as their own
+    functions do.
+    """
+    discovery = {"metadata": metadata, ".well-known/smart-configuration": smart_config}.get(path.strip("/"))
+    if discovery is not None and req.method.upper() == "GET":
+        return discovery(req, version)
     version = facade_version(version)
     check_format(req.params.get("_format"), req.headers.get("accept"))
     services = get_services()

@@ -42,6 +42,8 @@ from shared.upstream_auth import UpstreamAuthenticator
 from shared.urls import Urls
 
 audit_log = logging.getLogger("gateway.audit")
+# urllib3 logs each retry with the request URL, whose query holds search values (PHI): keep it quiet.
+logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 _PASS_REQUEST = ("accept", "prefer", "if-none-match", "if-modified-since")
 _PASS_RESPONSE = ("etag", "last-modified")

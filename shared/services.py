@@ -6,6 +6,7 @@ put Key Vault and Table Storage calls (and TLS handshakes) on every request's pa
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -21,6 +22,9 @@ from shared.stores.keyvault import KeyVaultSecretStore
 from shared.stores.tables import AzureTable
 from shared.token_service import TokenService
 from shared.upstream_auth import UpstreamAuthenticator
+
+# At INFO the SDKs log every request's URL and headers: noise, and Key Vault secret names. Warnings stay.
+logging.getLogger("azure").setLevel(logging.WARNING)
 
 
 @dataclass
