@@ -315,7 +315,8 @@ def _read_bounded(resp: requests.Response, limit: int) -> bytes:
 
 def _is_json(upstream: Upstream) -> bool:
     """Content type says JSON and the body is a JSON object (fully parsed up to a size, then shape-checked)."""
-    if not upstream.headers.get("content-type", "").split(";")[0].strip().lower().endswith("json"):
+    media = upstream.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in _FHIR_JSON and not media.endswith("+json"):
         return False
     body = upstream.body.strip()
     if len(body) <= _PARSE_LIMIT:
