@@ -8,7 +8,7 @@ tenant's configured base; nothing the client sends can name another host or esca
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl, unquote, urlencode
 
 from shared.errors import FhirError
@@ -91,6 +91,17 @@ def interaction_for(method: str, path: str, query: str, form: bytes = b"") -> In
     if method not in ("GET", "POST"):
         raise FhirError(405, "not-supported", f"{method} is not allowed: this gateway is read-only")
     raise FhirError(400, "not-supported", "operations, history and compartments are not supported")
+
+
+def stu3_sort(action: Interaction) -> Interaction:
+    """STU3 spells sort order `_sort=-date`; the Patients app also sends DSTU2's `_sort:desc=date`."""
+    def spell(name: str, value: str) -> tuple[str, str]:
+        if name == "_sort:desc":
+            return "_sort", f"-{value}"
+        if name == "_sort:asc":
+            return "_sort", value
+        return name, value
+    return replace(action, query=tuple(spell(n, v) for n, v in action.query))
 
 
 def check_resource_type(rtype: str | None, allowed: tuple[str, ...] | None) -> None:

@@ -33,6 +33,7 @@ from shared.policy import (
     batch_entry_interaction,
     check_resource_type,
     interaction_for,
+    stu3_sort,
 )
 from shared.rewrite import rewrite_body, rewrite_url
 from shared.routes import TenantRegistry, TenantRoute
@@ -178,6 +179,8 @@ class FhirProxy:
 
     def _forward(self, route: TenantRoute, action: Interaction, headers: Any, audit: Audit,
                  retry_auth: bool = True) -> Upstream:
+        if route.fhir_version == "stu3":
+            action = stu3_sort(action)
         url = f"{route.provider_base_url}/{action.upstream_path}"
         out = {name: headers.get(name) for name in _PASS_REQUEST if headers.get(name)}
         out["Accept"] = _accept(headers.get("accept"), route.fhir_version)

@@ -483,6 +483,10 @@ class UpstreamAuthenticator:
             with self._session.post(url, data=form, headers={"Accept": "application/json", **headers},
                                     timeout=self._timeout, allow_redirects=False, stream=True) as response:
                 return response.status_code, _read_capped(response)
+        except requests.ConnectTimeout:
+            raise UpstreamAuthError(
+                f"upstream token endpoint could not be reached within {self._timeout[0]:g} s"
+            ) from None
         except requests.Timeout:
             raise UpstreamAuthError(
                 f"upstream token endpoint did not answer within {self._timeout[1]:g} s"

@@ -3,18 +3,16 @@
 The gateway authenticates with azure-identity's DefaultAzureCredential: the user-assigned
 managed identity in Azure (AZURE_CLIENT_ID), and locally the same managed-identity wire
 protocol served by the emulator (IDENTITY_ENDPOINT / IDENTITY_HEADER). No code path here
-knows it is local, except that a loopback vault presents a self-signed certificate
-(KEY_VAULT_CA_BUNDLE) and cannot live under the vault.azure.net domain.
+knows it is local: the emulator presents a self-signed certificate (KEY_VAULT_CA_BUNDLE), and
+its bearer challenge names a resource the SDK's domain check accepts, so that check stays on.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from azure.core.exceptions import (
     AzureError,
@@ -31,15 +29,6 @@ from shared.stores import SecretRecord
 _SDK_OPTIONS = {"connection_timeout": 5, "read_timeout": 10, "retry_total": 2, "retry_backoff_factor": 0.4}
 T = TypeVar("T")
 
-
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @contextmanager
@@ -68,9 +57,6 @@ class KeyVaultSecretStore:
         options: dict[str, Any] = dict(_SDK_OPTIONS)
         if ca_bundle:
             options["connection_verify"] = ca_bundle
-        if _is_loopback(vault_url):
-            # The challenge's resource (vault.azure.net) cannot match a loopback host; in Azure the check stays on.
-            options["verify_challenge_resource"] = False
         return cls(SecretClient(vault_url=vault_url, credential=credential, **options))
 
     def _call(self, fn: Callable[[SecretClient], T]) -> T:

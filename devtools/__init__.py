@@ -1,0 +1,1 @@
+"""Local development and test tools; never deployed with the function app."""
