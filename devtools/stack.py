@@ -139,9 +139,9 @@ class Stack:
         header = self.facts.setdefault("identity_header", secrets.token_urlsafe(16))
         return self.spawn("keyvault", [*args, "--identity-header", header]).ready
 
-    def start_ehr(self, version: str, extra_args: list[str] | None = None) -> dict[str, Any]:
+    def start_ehr(self, version: str, extra_args: list[str] | None = None, name: str = "") -> dict[str, Any]:
         args = [PYTHON, "-m", "devtools.sample_ehr", "--version", version, "--port", "0", *(extra_args or [])]
-        return self.spawn(f"ehr-{version}", args).ready
+        return self.spawn(name or f"ehr-{version}", args).ready
 
     def gateway_env(self) -> dict[str, str]:
         vault = self.processes["keyvault"].ready
