@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.errors import NotFound, ProblemError
+from shared.errors import NotFound, PreconditionFailed, ProblemError
 from shared.stores import Entity, EntityTable
 from shared.upstream_auth import InvalidUpstreamAuth, validate_upstream_auth
 
@@ -173,6 +173,8 @@ class TenantRegistry:
         except NotFound:
             existing = None
         route = parse_route(tenant_id, body, now, existing.created if existing else None)
+        if if_match is not None and existing is None:
+            raise PreconditionFailed()  # RFC 9110 §13.1.1: If-Match needs a current representation
         if create_only:
             entity = self._table.insert(route.tenant_id, route.to_entity())
         elif if_match is not None:
