@@ -235,6 +235,7 @@ def main() -> int:
     parser.add_argument("--state-dir", default=str(ROOT / ".local"))
     args = parser.parse_args()
     state = Path(args.state_dir)
+    (state / "stack.json").unlink(missing_ok=True)
     stack = Stack(state, gateway_port=args.port if args.port and not port_open(args.port) else 0)
     stopping = False
 
@@ -246,7 +247,9 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         facts = stack.start_all()
-        (state / "stack.json").write_text(json.dumps(facts, indent=2))
+        staged = state / "stack.json.tmp"
+        staged.write_text(json.dumps(facts, indent=2))
+        staged.replace(state / "stack.json")
         print(walkthrough(facts), flush=True)
         while not stopping and all(p.popen.poll() is None for p in stack.processes.values()):
             time.sleep(0.5)
@@ -255,6 +258,7 @@ def main() -> int:
             print(proc.failure(), file=sys.stderr)
         return 1 if dead and not stopping else 0
     finally:
+        (state / "stack.json").unlink(missing_ok=True)  # its URLs and secrets die with the stack
         stack.stop()
 
 
