@@ -904,7 +904,8 @@ def main(argv: list[str] | None = None) -> int:
     info = handle.ready_info()
     if args.ready_file:
         write_json_atomically(args.ready_file, info)
-    print(json.dumps(info), flush=True)
+    # stdout usually ends up in a log file: everything but the identity header (a credential).
+    print(json.dumps({k: v for k, v in info.items() if k != "identity_header"}), flush=True)
     try:
         stop.wait()
     finally:

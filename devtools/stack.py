@@ -136,8 +136,8 @@ class Stack:
             shutil.rmtree(self.state / "keyvault", ignore_errors=True)
         args = [PYTHON, "-m", "devtools.keyvault_emulator", "--data-dir", str(self.state / "keyvault"),
                 "--port", str(port), "--identity-port", str(identity_port)]
-        header = self.facts.setdefault("identity_header", secrets.token_urlsafe(16))
-        return self.spawn("keyvault", [*args, "--identity-header", header]).ready
+        header = self.facts.setdefault("identity_header", secrets.token_hex(16))
+        return self.spawn("keyvault", [*args, f"--identity-header={header}"]).ready
 
     def start_ehr(self, version: str, extra_args: list[str] | None = None, name: str = "") -> dict[str, Any]:
         args = [PYTHON, "-m", "devtools.sample_ehr", "--version", version, "--port", "0", *(extra_args or [])]
@@ -187,6 +187,12 @@ class Stack:
         return {"demo_client_id": client["client_id"], "demo_client_secret": client["client_secret"],
                 "demo_tenants": tenants}
 
+    def seed_invitation(self) -> str:
+        """One invitation code for the consumer portal (single use, valid for a week)."""
+        created = self.manage("POST", "/invitations", json={"note": "demo invitation", "expires_in_hours": 168})
+        created.raise_for_status()
+        return created.json()["code"]
+
     def start_all(self, versions: tuple[str, ...] = ("stu3", "dstu2")) -> dict[str, Any]:
         self.start_azurite()
         self.start_keyvault()
@@ -200,6 +206,8 @@ class Stack:
             "manage_key": self.manage_key,
             "provider_base_urls": providers,
             **self.seed_demo(providers),
+            "portal_url": f"{base}/api/portal",
+            "demo_invitation": self.seed_invitation(),
         }
         self.facts.update(facts)
         return facts
@@ -217,6 +225,8 @@ FHIR gateway local stack is up (Ctrl-C stops everything).
   Demo client:     {facts['demo_client_id']}
   Demo secret:     {facts['demo_client_secret']}
   Demo tenants:    {', '.join(f"{t['tenant_id']} ({t['fhir_version']})" for t in facts['demo_tenants'])}
+  Consumer portal: {facts['portal_url']}   (invitation code: {facts['demo_invitation']})
+  Operator CLI:    .venv/bin/python -m gatewayctl --help   (reads .local/stack.json)
   Facts as JSON:   .local/stack.json
 
 Walkthrough (the Patients app's first steps):

@@ -98,10 +98,20 @@ def capability_statement(version: str, urls: Urls) -> dict:
             "mode": "server",
             "security": security(urls),
             "resource": [_resource(version, t, p) for t, p in sorted(RESOURCES[version].items())],
-            "interaction": [{"code": "batch"}],
+            **_batch_support(version),
         }],
     }
     return statement
+
+
+def _batch_support(version: str) -> dict:
+    """FHIR-2 batch. STU3 has a `batch` system interaction; DSTU2 has none (its codes are transaction,
+    search-system, history-system) and says "batches only" with `transactionMode`."""
+    if version == "stu3":
+        return {"interaction": [{"code": "batch"}]}
+    return {"interaction": [{"code": "transaction", "documentation": "Bundle of type batch with GET entries only; "
+                                                                     "transactions are not supported"}],
+            "transactionMode": "batch"}
 
 
 def smart_configuration(urls: Urls) -> dict:

@@ -26,6 +26,7 @@ from shared.stores import SecretStore
 
 ALGORITHM = "ES256"
 PREFIX = "signing-key-"
+CREATED_TAG = "created"
 CLOCK_SKEW = timedelta(seconds=60)
 UNKNOWN_KID_REFRESH_INTERVAL = 10.0
 
@@ -39,6 +40,14 @@ class SigningKey:
     def public_jwk(self) -> dict:
         jwk = ECAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
         return {**jwk, "kid": self.kid, "alg": ALGORITHM, "use": "sig"}
+
+
+def _created(tags: dict[str, str]) -> datetime | None:
+    try:
+        created = datetime.fromisoformat(tags[CREATED_TAG])
+    except (KeyError, ValueError):
+        return None
+    return created if created.tzinfo is not None else None
 
 
 def _kid(public_key: ec.EllipticCurvePublicKey) -> str:
@@ -78,7 +87,7 @@ class KeyRing:
                 continue
             private_key = serialization.load_pem_private_key(pem.encode(), password=None)
             if isinstance(private_key, ec.EllipticCurvePrivateKey):
-                keys.append(SigningKey(kid, private_key, record.created_on or self._now()))
+                keys.append(SigningKey(kid, private_key, _created(record.tags) or record.created_on or self._now()))
         keys.sort(key=lambda k: k.created)
         self._keys = keys
         self._loaded_at = self._clock()
@@ -111,8 +120,11 @@ class KeyRing:
         kid = _kid(private_key.public_key())
         pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption()).decode()
+        # Key Vault's `created` has one-second resolution: two rotations within a second would tie and the
+        # older key could stay "newest". The tag keeps the creation time to the microsecond.
         self._secrets.set_secret(PREFIX + kid, pem, content_type="application/x-pem-file",
-                                 tags={"purpose": "token-signing", "alg": ALGORITHM})
+                                 tags={"purpose": "token-signing", "alg": ALGORITHM,
+                                       CREATED_TAG: self._now().isoformat(timespec="microseconds")})
         self._load()
 
     def verification_keys(self) -> list[SigningKey]:
@@ -133,4 +145,7 @@ class KeyRing:
         return match
 
     def jwks(self) -> dict:
+        """Never empty: on a fresh vault the first key is created here, so a verifier that fetches (and
+        caches) the key set before the first token is issued still finds the key that will sign it."""
+        self.current()
         return {"keys": [k.public_jwk() for k in self.verification_keys()]}

@@ -467,11 +467,12 @@ def test_stats_count_requests_by_operation(emulator: Emulator, client: SecretCli
 # --------------------------------------------------------------------------- process lifecycle
 
 
-def test_ready_line_matches_ready_file(emulator: Emulator) -> None:
+def test_ready_line_matches_ready_file_but_keeps_the_identity_header_out_of_stdout(emulator: Emulator) -> None:
     printed = json.loads(emulator.stdout_path.read_text().splitlines()[0])
 
-    assert printed == emulator.info
-    assert set(printed) == {"vault_url", "identity_endpoint", "identity_header", "control_url", "ca_bundle"}
+    assert printed == {k: v for k, v in emulator.info.items() if k != "identity_header"}
+    assert emulator.info["identity_header"] not in emulator.stdout_path.read_text()
+    assert set(printed) == {"vault_url", "identity_endpoint", "control_url", "ca_bundle"}
     assert printed["identity_endpoint"].endswith("/msi/token")
     assert Path(printed["ca_bundle"]) == emulator.data_dir.resolve() / "cert.pem"
 
