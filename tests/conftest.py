@@ -17,6 +17,15 @@ from devtools.stack import Stack
 SHARED_KIT = Path(__file__).resolve().parents[2] / "shared"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "run_last: run after every other test of the session (log scans)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked run_last go to the end (stable order otherwise), so they see the whole session's logs."""
+    items.sort(key=lambda item: item.get_closest_marker("run_last") is not None)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     running = Stack(tmp_path_factory.mktemp("stack"))
