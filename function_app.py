@@ -14,6 +14,7 @@ import azure.functions as func
 
 from shared import handlers
 from shared.http import Headers, Request, Response
+from shared.portal import handlers as portal
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 ANON, KEY = func.AuthLevel.ANONYMOUS, func.AuthLevel.FUNCTION
@@ -130,3 +131,72 @@ def manage_disable_tenant(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="manage/signing-keys/rotate", methods=["POST"], auth_level=KEY)
 def manage_rotate_signing_key(req: func.HttpRequest) -> func.HttpResponse:
     return serve(handlers.rotate_signing_key, req)
+
+
+# --- consumer portal (AUTH-5, AUTH-6; anonymous at the host: sessions, CSRF and rate limits in shared/portal) ---
+
+@app.route(route="portal", methods=["GET"], auth_level=ANON)
+def portal_home(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(portal.home, req)
+
+
+@app.route(route="portal/signin", methods=["GET"], auth_level=ANON)
+def portal_signin_form(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(portal.signin_form, req)
+
+
+@app.route(route="portal/signin", methods=["POST"], auth_level=ANON)
+def portal_signin(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(portal.signin, req)
+
+
+@app.route(route="portal/register", methods=["GET"], auth_level=ANON)
+def portal_register_form(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(portal.register_form, req)
+
+
+@app.route(route="portal/register", methods=["POST"], auth_level=ANON)
+def portal_register(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(portal.register, req)
+
+
+@app.route(route="portal/signout", methods=["POST"], auth_level=ANON)
+def portal_signout(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(portal.signout, req)
+
+
+@app.route(route="portal/secrets", methods=["GET"], auth_level=ANON)
+def portal_secrets(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(portal.secrets, req)
+
+
+@app.route(route="portal/secrets", methods=["POST"], auth_level=ANON)
+def portal_add_secret(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(portal.add_secret, req)
+
+
+@app.route(route="portal/secrets/{secret_id}/delete", methods=["POST"], auth_level=ANON)
+def portal_delete_secret(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(portal.delete_secret, req, "secret_id")
+
+
+@app.route(route="portal/static/{name}", methods=["GET"], auth_level=ANON)
+def portal_static(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(portal.static, req, "name")
+
+
+# --- invitation codes for the portal (management API, function key) --------------------------------
+
+@app.route(route="manage/invitations", methods=["GET"], auth_level=KEY)
+def manage_list_invitations(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.list_invitations, req)
+
+
+@app.route(route="manage/invitations", methods=["POST"], auth_level=KEY)
+def manage_create_invitation(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.create_invitation, req)
+
+
+@app.route(route="manage/invitations/{invitation_id}", methods=["DELETE"], auth_level=KEY)
+def manage_revoke_invitation(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(handlers.revoke_invitation, req, "invitation_id")

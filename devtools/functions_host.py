@@ -493,8 +493,11 @@ def serve(
 ) -> None:
     """Serve until SIGTERM or SIGINT; readiness is announced only once the socket is listening."""
     wsgi_app = build_wsgi_app(app, route_prefix, function_keys=function_keys)
+    # Headers reach functions as sent, X-Forwarded-For included, as in Azure (where the front end sets
+    # it); waitress 3 would otherwise strip proxy headers, having no trusted proxy configured.
     server = create_server(
-        wsgi_app, host=host, port=port, threads=threads, max_request_body_size=max_body_bytes
+        wsgi_app, host=host, port=port, threads=threads, max_request_body_size=max_body_bytes,
+        clear_untrusted_proxy_headers=False,
     )
     if not hasattr(server, "effective_port"):
         server.close()

@@ -33,6 +33,7 @@ _VERIFIER_KEY = b"fhir-gateway/client-secret-verifier/v1"
 _SECRET_RE = re.compile(r"^([0-9a-f]{16})~([A-Za-z0-9_-]{43})$")
 _CLIENT_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _CACHE_MAX = 10_000
+_LOAD_STRIPES = 64
 
 
 class InvalidClient(Exception):
@@ -89,6 +90,7 @@ class _TtlCache:
         self._ttl, self._clock = ttl, clock
         self._data: OrderedDict[str, tuple[float, object]] = OrderedDict()
         self._lock = threading.Lock()
+        self._loading = [threading.Lock() for _ in range(_LOAD_STRIPES)]
 
     def get(self, key: str) -> tuple[bool, object]:
         with self._lock:
@@ -107,6 +109,19 @@ class _TtlCache:
     def drop(self, key: str) -> None:
         with self._lock:
             self._data.pop(key, None)
+
+    def get_or_load(self, key: str, load: Callable[[], object]) -> object:
+        """One load per key per TTL: requests that miss together (a client's burst as its entry
+        expires) wait for the first one's Key Vault or Table call instead of each making their own."""
+        hit, value = self.get(key)
+        if hit:
+            return value
+        with self._loading[hash(key) % _LOAD_STRIPES]:
+            hit, value = self.get(key)
+            if not hit:
+                value = load()
+                self.put(key, value)
+            return value
 
 
 class ClientRegistry:
@@ -205,24 +220,20 @@ class ClientRegistry:
 
     def _verifier(self, client_id: str, secret_id: str) -> SecretRecord | None:
         name = _secret_name(client_id, secret_id)
-        hit, value = self._verifiers.get(name)
-        if hit:
-            return value  # type: ignore[return-value]
+        return self._verifiers.get_or_load(name, lambda: self._read_verifier(name))  # type: ignore[return-value]
+
+    def _read_verifier(self, name: str) -> SecretRecord | None:
         try:
-            record: SecretRecord | None = self._store.get_secret(name)
+            return self._store.get_secret(name)
         except NotFound:
-            record = None
-        self._verifiers.put(name, record)
-        return record
+            return None
 
     def cached_client(self, client_id: str) -> Client | None:
         """The client's row, cached for the TTL: a disabled client loses access within it."""
-        hit, value = self._clients.get(client_id)
-        if hit:
-            return value  # type: ignore[return-value]
+        return self._clients.get_or_load(client_id, lambda: self._read_client(client_id))  # type: ignore[return-value]
+
+    def _read_client(self, client_id: str) -> Client | None:
         try:
-            client: Client | None = self.get(client_id)
+            return self.get(client_id)
         except NotFound:
-            client = None
-        self._clients.put(client_id, client)
-        return client
+            return None

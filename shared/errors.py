@@ -7,6 +7,7 @@ these exceptions; the HTTP layer turns them into responses with `.to_response()`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from shared.http import Response
@@ -72,11 +73,25 @@ class ProblemError(GatewayError):
 
 
 class StoreUnavailable(Exception):
-    """A backing Azure service (Table Storage, Key Vault) could not be reached; callers fail closed."""
+    """A backing Azure service (Table Storage, Key Vault) could not be reached; callers fail closed.
 
-    def __init__(self, component: str, reason: str) -> None:
+    `retry_after` is how long the service asked us to wait (Retry-After on a 429/503), or how long
+    the store will keep failing fast (shared/stores/backoff.py); `throttled` says the service
+    refused for load rather than being down. Both reach the client as the 503's Retry-After.
+    """
+
+    def __init__(self, component: str, reason: str, retry_after: float | None = None,
+                 throttled: bool = False) -> None:
         super().__init__(f"{component} unavailable: {reason}")
         self.component = component
+        self.reason = reason
+        self.retry_after = retry_after
+        self.throttled = throttled
+
+    def retry_after_header(self) -> dict[str, str]:
+        """The Retry-After for the client's 503: the service's own wait when known, else 5 seconds."""
+        seconds = 5 if self.retry_after is None else max(1, math.ceil(self.retry_after))
+        return {"Retry-After": str(seconds)}
 
 
 class NotFound(Exception):

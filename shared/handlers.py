@@ -27,6 +27,7 @@ from shared.errors import (
     StoreUnavailable,
 )
 from shared.http import Request, Response
+from shared.invitations import DEFAULT_HOURS as DEFAULT_INVITATION_HOURS
 from shared.services import Services, get_services
 from shared.urls import Urls, urls_for
 
@@ -58,7 +59,7 @@ def _fhir_error(exc: Exception) -> Response:
         return exc.to_response()
     if isinstance(exc, StoreUnavailable):
         return FhirError(503, "transient", "the gateway's configuration store is unavailable; retry later",
-                         {"Retry-After": "5"}).to_response()
+                         exc.retry_after_header()).to_response()
     return FhirError(500, "exception", "internal error").to_response()
 
 
@@ -67,7 +68,7 @@ def _oauth_error(exc: Exception) -> Response:
         return exc.to_response()
     if isinstance(exc, StoreUnavailable):
         return OAuthError("temporarily_unavailable", "the token service is temporarily unavailable", 503,
-                          {"Retry-After": "5"}).to_response()
+                          exc.retry_after_header()).to_response()
     return OAuthError("server_error", "internal error", 500).to_response()
 
 
@@ -96,7 +97,10 @@ manage_endpoint = _guard(_problem)
 @fhir_endpoint
 def metadata(req: Request, version: str) -> Response:
     version = facade_version(version)
-    check_format(req.params.get("_format"), req.headers.get("accept"))
+    try:
+        check_format(req.params.get("_format"), req.headers.get("accept"))
+    except FhirError as exc:  # in the version's own media type (DSTU2: application/json+fhir), as the proxy does
+        return exc.to_response(CONTENT_TYPE[version])
     statement = capability_statement(version, urls(req, get_services()))
     return Response.json(200, statement, CONTENT_TYPE[version])
 
@@ -113,17 +117,23 @@ def jwks(req: Request) -> Response:
                          {"Cache-Control": "public, max-age=300"})
 
 
+_TOKEN_PARAMETERS = {"grant_type", "grant-type", "client_id", "client_secret", "scope"}
+
+
 @oauth_endpoint
 def token(req: Request) -> Response:
     services = get_services()
     if len(req.body) > 16 * 1024:
         raise OAuthError("invalid_request", "the token request is too large", 413)
+    if {k.lower() for k in req.params} & _TOKEN_PARAMETERS:  # RFC 6749 §2.3.1: never in the URI (access logs)
+        raise OAuthError("invalid_request", "send the token request's parameters in the form body, not in the URL")
     issued = services.tokens.issue(req.body, req.headers, urls(req, services))
     return Response.json(200, issued, "application/json", NO_STORE)
 
 
 def health(req: Request) -> Response:
-    """Which Azure part is reachable; names only, no endpoints or secrets."""
+    """Which Azure part is reachable ("ok", "unavailable", or "throttled" while it asks us to wait);
+    names only, no endpoints or secrets. A part the gateway is backing off from is not called."""
     services = get_services()
     components = {"table_storage": services.tenant_table.ping, "key_vault": services.secrets.ping}
     report: dict[str, str] = {}
@@ -131,6 +141,8 @@ def health(req: Request) -> Response:
         try:
             ping()
             report[name] = "ok"
+        except StoreUnavailable as exc:
+            report[name] = "throttled" if exc.throttled else "unavailable"
         except Exception:  # any failure means "down" for a health probe
             report[name] = "unavailable"
     healthy = all(v == "ok" for v in report.values())
@@ -272,3 +284,28 @@ def delete_tenant(req: Request, tenant_id: str) -> Response:
 def rotate_signing_key(req: Request) -> Response:
     key = get_services().keys.rotate()
     return _ok(201, {"kid": key.kid, "created": key.created.isoformat(timespec="seconds")})
+
+
+# --- invitations for the consumer portal (management API) ---------------------------------------
+
+@manage_endpoint
+def create_invitation(req: Request) -> Response:
+    """The code is in this response only; the gateway keeps just its hash."""
+    body = _object(req)
+    invitations = get_services().invitations
+    invitation, code = invitations.create(body.get("expires_in_hours", DEFAULT_INVITATION_HOURS),
+                                          body.get("note", ""))
+    return _ok(201, {**invitation.to_json(invitations.now()), "code": code})
+
+
+@manage_endpoint
+def list_invitations(req: Request) -> Response:
+    invitations = get_services().invitations
+    now = invitations.now()
+    return _ok(200, {"invitations": [i.to_json(now) for i in invitations.list()]})
+
+
+@manage_endpoint
+def revoke_invitation(req: Request, invitation_id: str) -> Response:
+    get_services().invitations.revoke(invitation_id)
+    return Response(204, b"", dict(NO_STORE))

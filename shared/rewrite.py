@@ -10,6 +10,7 @@ keeps large search Bundles cheap: no Python object per node.
 
 from __future__ import annotations
 
+import io
 import re
 from functools import lru_cache
 
@@ -22,8 +23,18 @@ def _pattern(provider_base: str) -> re.Pattern[bytes]:
 
 
 def rewrite_body(body: bytes, provider_base: str, gateway_base: str) -> bytes:
+    """The pieces go straight into one buffer (`re.sub` also holds a list of every slice: three
+    copies of a large Bundle at its peak); a body without the provider's base is returned as is."""
     replacement = b'"' + gateway_base.encode()
-    return _pattern(provider_base.rstrip("/")).sub(lambda _: replacement, body)
+    out, view, last = io.BytesIO(), memoryview(body), 0
+    for match in _pattern(provider_base.rstrip("/")).finditer(body):
+        out.write(view[last:match.start()])
+        out.write(replacement)
+        last = match.end()
+    if not last:
+        return body
+    out.write(view[last:])
+    return out.getvalue()
 
 
 def rewrite_url(url: str, provider_base: str, gateway_base: str) -> str:

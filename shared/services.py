@@ -13,6 +13,9 @@ from functools import lru_cache
 from azure.identity import DefaultAzureCredential
 
 from shared.clients import ClientRegistry
+from shared.invitations import InvitationRegistry
+from shared.portal.limits import PortalLimits
+from shared.portal.sessions import SessionSigner
 from shared.proxy import FhirProxy
 from shared.routes import TenantRegistry
 from shared.settings import Settings, get_settings
@@ -20,7 +23,7 @@ from shared.signing import KeyRing
 from shared.stores import EntityTable, SecretStore
 from shared.stores.keyvault import KeyVaultSecretStore
 from shared.stores.tables import AzureTable
-from shared.token_service import TokenService
+from shared.token_service import ClientAuthThrottle, TokenService
 from shared.upstream_auth import UpstreamAuthenticator
 
 # At INFO the SDKs log every request's URL and headers: noise, and Key Vault secret names. Warnings stay.
@@ -38,6 +41,9 @@ class Services:
     tenants: TenantRegistry
     tokens: TokenService
     proxy: FhirProxy
+    invitations: InvitationRegistry
+    sessions: SessionSigner
+    portal_limits: PortalLimits
 
 
 def build_services(settings: Settings) -> Services:
@@ -52,12 +58,19 @@ def build_services(settings: Settings) -> Services:
     keys = KeyRing(secrets, settings.token_lifetime_seconds, settings.signing_key_cache_ttl_seconds)
     clients = ClientRegistry(client_table, secrets, settings.secret_cache_ttl_seconds)
     tenants = TenantRegistry(tenant_table, settings.route_cache_ttl_seconds)
-    tokens = TokenService(keys, clients, tenants, settings.token_lifetime_seconds)
+    throttle = ClientAuthThrottle(settings.token_failures_per_client_and_source, settings.token_failures_per_source,
+                                  settings.token_failures_per_client, settings.token_failure_window_seconds,
+                                  good_for_seconds=max(settings.token_lifetime_seconds,
+                                                       settings.token_failure_window_seconds))
+    tokens = TokenService(keys, clients, tenants, settings.token_lifetime_seconds, throttle=throttle)
     upstream = UpstreamAuthenticator(
         secrets, timeout=(settings.upstream_connect_timeout_seconds, settings.upstream_read_timeout_seconds),
         secret_ttl=settings.secret_cache_ttl_seconds)
     proxy = FhirProxy(settings, tokens, clients, tenants, upstream)
-    return Services(settings, secrets, tenant_table, client_table, keys, clients, tenants, tokens, proxy)
+    invitations = InvitationRegistry(AzureTable.connect(settings.invitations_table, **tables))
+    sessions = SessionSigner(secrets)  # portal sessions: an HMAC key in Key Vault, created on first use
+    return Services(settings, secrets, tenant_table, client_table, keys, clients, tenants, tokens, proxy,
+                    invitations, sessions, PortalLimits.from_settings(settings))
 
 
 @lru_cache(maxsize=1)

@@ -36,6 +36,7 @@ class Settings:
     tables_endpoint: str | None
     tenants_table: str
     clients_table: str
+    invitations_table: str
     key_vault_url: str | None
     key_vault_ca_bundle: str | None
     token_lifetime_seconds: int
@@ -48,6 +49,13 @@ class Settings:
     batch_concurrency: int
     max_request_body_bytes: int
     max_upstream_response_bytes: int
+    portal_attempts_per_client: int
+    portal_attempts_per_ip: int
+    portal_attempt_window_seconds: int
+    token_failures_per_client_and_source: int
+    token_failures_per_source: int
+    token_failures_per_client: int
+    token_failure_window_seconds: int
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -58,6 +66,7 @@ class Settings:
             tables_endpoint=_str("GATEWAY_TABLES_ENDPOINT"),
             tenants_table=_str("GATEWAY_TENANTS_TABLE") or "tenants",
             clients_table=_str("GATEWAY_CLIENTS_TABLE") or "clients",
+            invitations_table=_str("GATEWAY_INVITATIONS_TABLE") or "invitations",
             key_vault_url=_str("KEY_VAULT_URL"),
             key_vault_ca_bundle=_str("KEY_VAULT_CA_BUNDLE"),
             token_lifetime_seconds=_int("TOKEN_LIFETIME_SECONDS", 3600),
@@ -70,6 +79,13 @@ class Settings:
             batch_concurrency=max(1, _int("BATCH_CONCURRENCY", 6)),
             max_request_body_bytes=_int("MAX_REQUEST_BODY_BYTES", 1024 * 1024),
             max_upstream_response_bytes=_int("MAX_UPSTREAM_RESPONSE_BYTES", 100 * 1024 * 1024),
+            portal_attempts_per_client=max(1, _int("PORTAL_ATTEMPTS_PER_CLIENT", 10)),
+            portal_attempts_per_ip=max(1, _int("PORTAL_ATTEMPTS_PER_IP", 30)),
+            portal_attempt_window_seconds=max(1, _int("PORTAL_ATTEMPT_WINDOW_SECONDS", 900)),
+            token_failures_per_client_and_source=max(1, _int("TOKEN_FAILURES_PER_CLIENT_AND_SOURCE", 20)),
+            token_failures_per_source=max(1, _int("TOKEN_FAILURES_PER_SOURCE", 60)),
+            token_failures_per_client=max(1, _int("TOKEN_FAILURES_PER_CLIENT", 300)),
+            token_failure_window_seconds=max(1, _int("TOKEN_FAILURE_WINDOW_SECONDS", 60)),
         )
 
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
+import re
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote_plus
@@ -19,14 +23,25 @@ import jwt
 
 from shared.clients import Client, ClientRegistry, InvalidClient
 from shared.errors import OAuthError
+from shared.ratelimit import RateLimiter
 from shared.routes import TenantRegistry, is_guid
 from shared.signing import ALGORITHM, KeyRing
 from shared.urls import Urls
 
 GRANT = "client_credentials"
 LEEWAY_SECONDS = 30
+_VERIFIED_MAX = 4096  # verified tokens remembered per instance (a few MB at most)
 _FORM_TYPE = "application/x-www-form-urlencoded"
 _SINGLE = ("grant_type", "grant-type", "client_id", "client_secret", "scope")
+
+
+MAX_TOKEN_CHARS = 8192
+_COMPACT_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+_ACCESS_TOKEN_TYPES = ("at+jwt", "application/at+jwt")
+
+
+def _numeric_date(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class InvalidToken(Exception):
@@ -69,16 +84,93 @@ def _basic_credentials(header: str) -> tuple[str, str]:
     return unquote_plus(client_id), unquote_plus(secret)
 
 
+def client_source(headers: Mapping[str, str]) -> str:
+    """The caller's address for rate limits: the first X-Forwarded-For hop (docs/security.md says
+    when that can be trusted); "direct" without the header (local runs), "unparsable" for junk."""
+    first = (headers.get("x-forwarded-for") or "").split(",")[0].strip()
+    if not first:
+        return "direct"
+    host = first
+    if first.startswith("["):  # [v6]:port
+        host = first[1:].partition("]")[0]
+    elif first.count(":") == 1:  # v4:port, as Azure's front end writes it
+        host = first.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return "unparsable"
+
+
+class ClientAuthThrottle:
+    """Rate limits on FAILED client authentications at the token endpoint (brute force, spraying,
+    and a Key Vault lookup per made-up secret id), answered 429 + Retry-After before the secret is
+    checked. Three counts in one sliding window:
+
+    * per (client, source): one source guessing one client's secret;
+    * per source: one source spraying many clients;
+    * per client, over all sources: a ceiling, set high, against guessing from many (spoofed)
+      sources. It never applies to a source that authenticated that client successfully within
+      the token lifetime, so a distributed attack can slow a client's new sources but never cut
+      the client off where it already works.
+
+    Only failures are counted and a refused attempt counts nothing (RateLimiter), so every count
+    clears at most one window after the last failure it admitted: nobody is locked out for longer
+    than an attack lasts plus one window. Successes are never limited by another source's failures.
+    """
+
+    def __init__(self, per_client_and_source: int, per_source: int, per_client: int, window_seconds: float,
+                 good_for_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._pair = RateLimiter(per_client_and_source, window_seconds, clock)
+        self._source = RateLimiter(per_source, window_seconds, clock)
+        self._client = RateLimiter(per_client, window_seconds, clock)
+        self._good: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._good_for, self._clock = good_for_seconds, clock
+        self._lock = threading.Lock()
+
+    def check(self, client_id: str | None, source: str) -> None:
+        waits = [self._source.retry_after(source)]
+        if client_id is not None:
+            waits.append(self._pair.retry_after(f"{client_id}|{source}"))
+            if not self._known_good(client_id, source):
+                waits.append(self._client.retry_after(client_id))
+        wait = max(waits)
+        if wait:
+            raise OAuthError("slow_down", f"too many failed client authentications; retry in {wait} s", 429,
+                             {"Retry-After": str(wait)})
+
+    def failed(self, client_id: str | None, source: str) -> None:
+        self._source.hit(source)
+        if client_id is not None:
+            self._pair.hit(f"{client_id}|{source}")
+            self._client.hit(client_id)
+
+    def succeeded(self, client_id: str, source: str) -> None:
+        self._pair.reset(f"{client_id}|{source}")
+        with self._lock:
+            self._good[(client_id, source)] = self._clock()
+            self._good.move_to_end((client_id, source))
+            while len(self._good) > 100_000:
+                self._good.popitem(last=False)
+
+    def _known_good(self, client_id: str, source: str) -> bool:
+        with self._lock:
+            since = self._good.get((client_id, source))
+        return since is not None and self._clock() - since < self._good_for
+
+
 class TokenService:
     def __init__(self, keys: KeyRing, clients: ClientRegistry, tenants: TenantRegistry, lifetime: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, throttle: ClientAuthThrottle | None = None) -> None:
         self._keys, self._clients, self._tenants = keys, clients, tenants
         self._lifetime, self._clock = lifetime, clock
+        self._throttle = throttle
+        self._verified: dict[tuple[str, str, str], tuple[str, AccessClaims]] = {}
+        self._verified_lock = threading.Lock()
 
     def issue(self, body: bytes, headers: Mapping[str, str], urls: Urls) -> dict:
         form = _parse_form(body, headers.get("content-type"))
         self._check_grant(form)
-        client = self._authenticate(form, headers.get("authorization"))
+        client = self._authenticate(form, headers.get("authorization"), client_source(headers))
         tenant_id = self._granted_tenant(form.get("scope", ""), client)
         now = int(self._clock())
         claims = {"iss": urls.issuer, "aud": urls.audience, "sub": client.client_id,
@@ -99,11 +191,18 @@ class TokenService:
         if grant != GRANT:
             raise OAuthError("unsupported_grant_type", f"only {GRANT} is supported")
 
-    def _authenticate(self, form: dict[str, str], authorization: str | None) -> Client:
+    def _authenticate(self, form: dict[str, str], authorization: str | None, source: str) -> Client:
+        throttle = self._throttle
         if authorization:
             if "client_secret" in form:
                 raise OAuthError("invalid_request", "use one client authentication method, not two")
-            client_id, secret = _basic_credentials(authorization)
+            try:
+                client_id, secret = _basic_credentials(authorization)
+            except OAuthError:
+                if throttle is not None:
+                    throttle.check(None, source)
+                    throttle.failed(None, source)
+                raise
             if form.get("client_id", client_id) != client_id:
                 raise OAuthError("invalid_request", "client_id in the body differs from the Basic credentials")
             challenge = {"WWW-Authenticate": 'Basic realm="token", charset="UTF-8"'}
@@ -112,10 +211,18 @@ class TokenService:
             if not client_id or not secret:
                 raise OAuthError("invalid_client", "client authentication is required", 401)
             challenge = {}
+        # Only a well-formed id becomes a per-client key (a made-up 16 KiB id must not cost 16 KiB of memory).
+        counted = client_id.lower() if is_guid(client_id) else None
+        if throttle is not None:
+            throttle.check(counted, source)  # before the secret is looked at: a blocked guess learns nothing
         try:
             client = self._clients.authenticate(client_id, secret)
         except InvalidClient as exc:
+            if throttle is not None:
+                throttle.failed(counted, source)
             raise OAuthError("invalid_client", "client authentication failed", 401, challenge) from exc
+        if throttle is not None:
+            throttle.succeeded(client.client_id, source)
         if not client.active:
             raise OAuthError("unauthorized_client", "this client is disabled")
         return client
@@ -130,6 +237,24 @@ class TokenService:
         return route.tenant_id
 
     def verify(self, token: str, urls: Urls) -> AccessClaims:
+        """Verified once, then remembered until it expires: the ES256 check was the largest part of the
+        proxy's per-request CPU. Only tokens that passed every check get in; a hit still needs the
+        signing key to be live and the token unexpired, by the same clock and leeway as PyJWT's."""
+        key = (token, urls.audience, urls.issuer)
+        hit = self._verified.get(key)
+        if hit is not None and hit[1].expires_at > time.time() - LEEWAY_SECONDS and self._keys.find(hit[0]) is not None:
+            return hit[1]
+        kid, claims = self._verify_signed(token, urls)
+        with self._verified_lock:
+            if len(self._verified) >= _VERIFIED_MAX:
+                del self._verified[next(iter(self._verified))]  # the oldest: the first to expire
+            self._verified[key] = (kid, claims)
+        return claims
+
+    def _verify_signed(self, token: str, urls: Urls) -> tuple[str, AccessClaims]:
+        # Compact JWS in strict base64url (no padding, no "+/"): one token, one spelling.
+        if len(token) > MAX_TOKEN_CHARS or not _COMPACT_JWS.match(token):
+            raise InvalidToken("malformed token")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -137,6 +262,9 @@ class TokenService:
         kid = header.get("kid")
         if header.get("alg") != ALGORITHM or not isinstance(kid, str) or len(kid) != 32:
             raise InvalidToken("token not signed by this gateway")
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in _ACCESS_TOKEN_TYPES:  # RFC 9068 §4, RFC 8725 §3.11
+            raise InvalidToken("not an access token")
         key = self._keys.find(kid)
         if key is None:
             raise InvalidToken("token not signed by this gateway")
@@ -151,5 +279,7 @@ class TokenService:
         tenant, client_id = claims.get("tid"), claims.get("client_id")
         if not isinstance(tenant, str) or claims.get("scope") != tenant or client_id != claims.get("sub"):
             raise InvalidToken("token rejected")
-        return AccessClaims(str(client_id), tenant, str(claims["jti"]), int(claims["exp"]))
+        if not all(_numeric_date(claims[name]) for name in ("exp", "iat", "nbf")):  # RFC 7519 §2 (PyJWT takes "123")
+            raise InvalidToken("token rejected")
+        return kid, AccessClaims(str(client_id), tenant, str(claims["jti"]), int(claims["exp"]))
 

@@ -21,14 +21,28 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceNotFoundError,
 )
+from azure.core.pipeline.policies import RetryPolicy
 from azure.keyvault.secrets import KeyVaultSecret, SecretClient, SecretProperties
 
 from shared.errors import AlreadyExists, NotFound, StoreUnavailable
 from shared.stores import SecretRecord
+from shared.stores.backoff import Backoff, retry_after
 
 _SDK_OPTIONS = {"connection_timeout": 5, "read_timeout": 10, "retry_total": 2, "retry_backoff_factor": 0.4}
+_MAX_IN_CALL_WAIT = 1e9  # a longer Retry-After is waited out by Backoff, not by a sleeping request thread
 T = TypeVar("T")
 
+
+class _ShortWaitRetryPolicy(RetryPolicy):
+    """The SDK's retry policy, except that it does not sleep on a Retry-After longer than a second
+    (azure-core would, once per retry, inside the request's thread): the call fails at once and the
+    store's Backoff makes every caller honour the wait without calling the vault."""
+
+    def is_retry(self, settings: dict[str, Any], response: Any) -> bool:
+        wait = self.get_retry_after(response)
+        if wait is not None and wait > _MAX_IN_CALL_WAIT:
+            return False
+        return bool(super().is_retry(settings, response))
 
 
 @contextmanager
@@ -43,7 +57,9 @@ def _translated() -> Iterator[None]:
     except HttpResponseError as exc:
         if exc.status_code == 403 and "disabled" in str(exc).lower():
             raise NotFound() from exc
-        raise StoreUnavailable("key-vault", f"HTTP {exc.status_code}") from exc
+        wait = retry_after(exc.response.headers if exc.response is not None else None)
+        throttled = exc.status_code == 429 or (exc.status_code == 503 and wait is not None)
+        raise StoreUnavailable("key-vault", f"HTTP {exc.status_code}", wait, throttled) from exc
     except (ClientAuthenticationError, AzureError) as exc:
         raise StoreUnavailable("key-vault", type(exc).__name__) from exc
 
@@ -51,17 +67,25 @@ def _translated() -> Iterator[None]:
 class KeyVaultSecretStore:
     def __init__(self, client: SecretClient) -> None:
         self._client = client
+        self._backoff = Backoff("key-vault")
 
     @classmethod
     def connect(cls, vault_url: str, credential: Any, ca_bundle: str | None = None) -> KeyVaultSecretStore:
         options: dict[str, Any] = dict(_SDK_OPTIONS)
+        options["retry_policy"] = _ShortWaitRetryPolicy(retry_total=options["retry_total"],
+                                                        retry_backoff_factor=options["retry_backoff_factor"])
         if ca_bundle:
             options["connection_verify"] = ca_bundle
         return cls(SecretClient(vault_url=vault_url, credential=credential, **options))
 
     def _call(self, fn: Callable[[SecretClient], T]) -> T:
-        with _translated():
-            return fn(self._client)
+        pass  # self._backoff.check()  # while the vault is down or throttling us: fail fast, do not call it
+        try:
+            with _translated():
+                return fn(self._client)
+        except StoreUnavailable as exc:
+            self._backoff.failed(exc)
+            raise
 
     def set_secret(self, name: str, value: str, *, expires_on: datetime | None = None,
                    tags: dict[str, str] | None = None, content_type: str | None = None) -> SecretRecord:

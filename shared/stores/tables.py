@@ -25,6 +25,7 @@ from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared.errors import AlreadyExists, NotFound, PreconditionFailed, StoreUnavailable
 from shared.stores import Entity
+from shared.stores.backoff import Backoff, retry_after
 
 PARTITION = "p"
 _SDK_OPTIONS = {"connection_timeout": 5, "read_timeout": 10, "retry_total": 2, "retry_backoff_factor": 0.4}
@@ -45,7 +46,9 @@ def _translated() -> Iterator[None]:
     except HttpResponseError as exc:
         if exc.status_code == 412:
             raise PreconditionFailed() from exc
-        raise StoreUnavailable("table-storage", f"HTTP {exc.status_code}") from exc
+        wait = retry_after(exc.response.headers if exc.response is not None else None)
+        throttled = exc.status_code == 429 or (exc.status_code == 503 and wait is not None)
+        raise StoreUnavailable("table-storage", f"HTTP {exc.status_code}", wait, throttled) from exc
     except (ClientAuthenticationError, AzureError) as exc:
         raise StoreUnavailable("table-storage", type(exc).__name__) from exc
 
@@ -58,6 +61,7 @@ class AzureTable:
         self._name = name
         self._client: TableClient | None = None
         self._lock = threading.Lock()
+        self._backoff = Backoff("table-storage")
 
     @classmethod
     def connect(cls, name: str, *, connection_string: str | None = None, endpoint: str | None = None,
@@ -78,9 +82,14 @@ class AzureTable:
         return self._client
 
     def _call(self, fn: Callable[[TableClient], T]) -> T:
-        table = self._table()
-        with _translated():
-            return fn(table)
+        self._backoff.check()  # while the service is down or throttling us: fail fast, do not call it
+        try:
+            table = self._table()
+            with _translated():
+                return fn(table)
+        except StoreUnavailable as exc:
+            self._backoff.failed(exc)
+            raise
 
     def get(self, key: str) -> Entity:
         return _entity(self._call(lambda t: t.get_entity(PARTITION, key)))

@@ -1,0 +1,101 @@
+"""HTTP hardening shared by every portal page: headers, cookies, forms, request origin, client address."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from urllib.parse import parse_qs
+
+from shared.http import Request, Response
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; "
+                                "form-action 'self'; base-uri 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
+}
+HTML = "text/html; charset=utf-8"
+FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_FORM_BYTES = 16 * 1024
+
+
+class BadForm(Exception):
+    """The body is not a small url-encoded form."""
+
+
+def page(status: int, html: str, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(status, html.encode(), {"Content-Type": HTML, **SECURITY_HEADERS, **(headers or {})})
+
+
+def redirect(location: str, headers: Mapping[str, str] | None = None) -> Response:
+    """303 See Other: after a POST the browser GETs the next page, so a reload never re-submits."""
+    return Response(303, b"", {**SECURITY_HEADERS, "Location": location, **(headers or {})})
+
+
+def set_cookie(name: str, value: str, path: str, max_age: int, secure: bool) -> dict[str, str]:
+    """HttpOnly (no script reads it), SameSite=Strict (no cross-site request carries it), Secure over https."""
+    attributes = f"{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict"
+    return {"Set-Cookie": attributes + ("; Secure" if secure else "")}
+
+
+def read_cookie(headers: Mapping[str, str], name: str) -> str:
+    for part in (headers.get("cookie") or "").split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return value
+    return ""
+
+
+def read_form(req: Request) -> dict[str, str]:
+    """First value of each field of an url-encoded body; anything else is a BadForm."""
+    content_type = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type != FORM_TYPE or len(req.body) > MAX_FORM_BYTES:
+        raise BadForm()
+    try:
+        fields = parse_qs(req.body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadForm() from exc
+    return {key: values[0] for key, values in fields.items()}
+
+
+def same_origin(headers: Mapping[str, str], expected_origin: str) -> bool:
+    """Defence in depth beside the CSRF tokens: refuse what the browser says came from elsewhere.
+
+    Fetch Metadata (`Sec-Fetch-Site`), when sent, must say same-origin (or none: the user's own
+    navigation). `Origin`, when sent, must be ours; "null" is let through because our own pages send
+    `Referrer-Policy: no-referrer`, under which browsers post forms with exactly `Origin: null`.
+    Clients that send neither (scripts) still need a valid token.
+    """
+    site = headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = headers.get("origin")
+    return origin is None or origin == "null" or origin == expected_origin
+
+
+def client_address(headers: Mapping[str, str]) -> str:
+    """The key for per-source rate limits: the first hop of X-Forwarded-For.
+
+    Trust assumption: in Azure the function app is reached only through App Service's front end,
+    which sets X-Forwarded-For (as `address:port`) to the peer it accepted the connection from; the
+    first hop is that client. Putting another proxy in front that passes a client-chosen
+    X-Forwarded-For through unchanged would make this key client-chosen: such a proxy must
+    overwrite the header. Locally the Functions host gives functions no socket peer, so the header
+    (which tests set) is all there is; without it every request shares the key "unknown", i.e. one
+    global limit. An IPv6 client is keyed by its /64, which one subscriber usually holds whole.
+    """
+    first = (headers.get("x-forwarded-for") or "").split(",")[0].strip()
+    if not first:
+        return "unknown"
+    host = first[1:].partition("]")[0] if first.startswith("[") else first
+    if host.count(":") == 1:
+        host = host.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "unparsable"
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
