@@ -26,7 +26,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 AZURITE_ACCOUNT_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
-DEMO_TENANTS = {"stu3": "7c3a2f10-5b8e-4d21-9a6f-3e1b0c9d2a01", "dstu2": "7c3a2f10-5b8e-4d21-9a6f-3e1b0c9d2a02"}
+DEMO_TENANTS = {"stu3": "7c3a2f10-5b8e-4d21-9a6f-3e1b0c9d2a01", "dstu2": "7c3a2f10-5b8e-4d21-9a6f-3e1b0c9d2a02",
+                "r4": "7c3a2f10-5b8e-4d21-9a6f-3e1b0c9d2a04"}
 READY_TIMEOUT = 60.0
 
 
@@ -140,7 +141,11 @@ class Stack:
         return self.spawn("keyvault", [*args, f"--identity-header={header}"]).ready
 
     def start_ehr(self, version: str, extra_args: list[str] | None = None, name: str = "") -> dict[str, Any]:
-        args = [PYTHON, "-m", "devtools.sample_ehr", "--version", version, "--port", "0", *(extra_args or [])]
+        """A provider: our sample EHR for STU3/DSTU2; for R4 an independent server (Medplum's router)."""
+        if version == "r4":
+            args = ["node", str(ROOT / "devtools/r4_server/server.mjs"), "--port", "0", *(extra_args or [])]
+        else:
+            args = [PYTHON, "-m", "devtools.sample_ehr", "--version", version, "--port", "0", *(extra_args or [])]
         return self.spawn(name or f"ehr-{version}", args).ready
 
     def gateway_env(self) -> dict[str, str]:
@@ -193,7 +198,7 @@ class Stack:
         created.raise_for_status()
         return created.json()["code"]
 
-    def start_all(self, versions: tuple[str, ...] = ("stu3", "dstu2")) -> dict[str, Any]:
+    def start_all(self, versions: tuple[str, ...] = ("stu3", "dstu2", "r4")) -> dict[str, Any]:
         self.start_azurite()
         self.start_keyvault()
         providers = {v: self.start_ehr(v)["base_url"] for v in versions}

@@ -15,6 +15,7 @@ import re
 import threading
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 
 from urllib3 import BaseHTTPResponse, HTTPConnectionPool
 
+from shared.bridge import convert_response, translate_request
 from shared.capability import CONTENT_TYPE
 from shared.clients import ClientRegistry
 from shared.errors import FhirError, StoreUnavailable, operation_outcome
@@ -68,6 +70,13 @@ class Audit:
     resource_type: str | None = None
     upstream_ms: float = 0.0
     entries: int | None = None
+    dropped: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count_dropped(self, dropped: dict[str, int]) -> None:
+        """What the R4 bridge could not represent (element paths only, never values)."""
+        with self._lock:
+            self.dropped.update(dropped)
 
     def emit(self, status: int, size: int) -> None:
         record = {"event": "fhir-request", "request_id": self.request_id, "client_id": self.client_id,
@@ -77,6 +86,8 @@ class Audit:
                   "duration_ms": round((time.monotonic() - self.started) * 1000, 1)}
         if self.entries is not None:
             record["entries"] = self.entries
+        if self.dropped:
+            record["dropped"] = dict(self.dropped)
         audit_log.info(json.dumps(record, separators=(",", ":")))
 
 
@@ -130,7 +141,15 @@ class FhirProxy:
             raise FhirError(400, "invalid", "the search body is not UTF-8") from exc
         audit.interaction, audit.resource_type = action.kind, action.resource_type
         check_resource_type(action.resource_type, route.resource_types)
-        upstream = self._forward(route, action, req.headers, audit)
+        return self._exchange(route, version, action, req.headers, urls, audit)
+
+    def _exchange(self, route: TenantRoute, version: str, action: Interaction, headers: Any, urls: Urls,
+                  audit: Audit) -> Response:
+        """Ask the provider in its own dialect, answer the client in the facade's."""
+        asked = _provider_action(route, version, action)
+        upstream = self._forward(route, asked, headers, audit)
+        if route.fhir_version == "r4":
+            upstream = _bridge(upstream, version, asked, route, audit)
         return self._shape(upstream, route, version, urls)
 
     # --- who and where --------------------------------------------------------------------------
@@ -152,7 +171,7 @@ class FhirProxy:
         route = self._tenants.resolve(claims.tenant_id)
         if route is None or not route.allows(claims.client_id):
             raise FhirError(403, "forbidden", "this client may not access this tenant (disabled or not allowed)")
-        if route.fhir_version != version:
+        if route.fhir_version not in (version, "r4"):
             raise FhirError(400, "not-supported",
                             f"this tenant's provider speaks {route.fhir_version.upper()}; use the "
                             f"{route.fhir_version} FHIR base URL")
@@ -173,8 +192,6 @@ class FhirProxy:
 
     def _forward(self, route: TenantRoute, action: Interaction, headers: Any, audit: Audit,
                  retry_auth: bool = True) -> Upstream:
-        if route.fhir_version == "stu3":
-            action = stu3_sort(action)
         url = f"{route.provider_base_url}/{action.upstream_path}"
         out = {name: headers.get(name) for name in _PASS_REQUEST if headers.get(name)}
         out["Accept"] = _accept(headers.get("accept"), route.fhir_version)
@@ -236,7 +253,7 @@ class FhirProxy:
         if not isinstance(entries, list) or len(entries) > MAX_BATCH_ENTRIES:
             raise FhirError(400, "invalid", f"a batch holds a list of at most {MAX_BATCH_ENTRIES} entries")
         audit.entries = len(entries)
-        if route.batch_passthrough:
+        if route.batch_passthrough and route.fhir_version != "r4":  # R4 entries must be bridged one by one
             return self._batch_passthrough(req, route, version, urls, entries, audit)
         workers = max(1, min(self._settings.batch_concurrency, len(entries)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batch") as pool:
@@ -251,7 +268,7 @@ class FhirProxy:
         try:
             action = batch_entry_interaction(entry)
             check_resource_type(action.resource_type, route.resource_types)
-            response = self._shape(self._forward(route, action, req.headers, audit), route, version, urls)
+            response = self._exchange(route, version, action, req.headers, urls, audit)
             resource, status, headers = response.body, response.status, response.headers
         except FhirError as exc:
             outcome = operation_outcome(exc.code, exc.diagnostics)
@@ -288,9 +305,32 @@ def _unauthorized(reason: str) -> FhirError:
 
 
 def _accept(accept: str | None, version: str) -> str:
+    if version == "r4":
+        return "application/fhir+json"  # the facade's media type means nothing to an R4 server
     if accept and any(t in accept.lower() for t in _FHIR_JSON):
         return accept
     return CONTENT_TYPE.get(version, "application/fhir+json")
+
+
+def _provider_action(route: TenantRoute, version: str, action: Interaction) -> Interaction:
+    """R4 providers get the bridged request; STU3 providers their own spelling of sort order."""
+    if route.fhir_version == "r4":
+        return translate_request(version, action)
+    if route.fhir_version == "stu3":
+        return stu3_sort(action)
+    return action
+
+
+def _bridge(upstream: Upstream, version: str, asked: Interaction, route: TenantRoute, audit: Audit) -> Upstream:
+    """Convert an R4 answer (resource, Bundle or OperationOutcome) to the facade version.
+
+    Anything that is not JSON is left for `_shape` to refuse; a 304 has no body to convert."""
+    if upstream.status == 304 or not _is_json(upstream):
+        return upstream
+    converted, dropped = convert_response(version, asked, json.loads(upstream.body), route.provider_base_url)
+    audit.count_dropped(dropped)
+    body = json.dumps(converted, separators=(",", ":")).encode()
+    return Upstream(upstream.status, body, {**upstream.headers, "content-type": CONTENT_TYPE[version]})
 
 
 def _read_bounded(resp: BaseHTTPResponse, limit: int) -> bytes:
