@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from devtools.jsonhttp import read_body, send_json
+
 __all__ = ["TOKEN_PATH", "ExtraRoute", "IdentityEndpoint", "RouteResult", "write_json_atomically"]
 
 _LOG = logging.getLogger(__name__)
@@ -270,19 +272,10 @@ def _handler_for(endpoint: IdentityEndpoint) -> type[BaseHTTPRequestHandler]:
         disable_nagle_algorithm = True
 
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
             status, payload, headers = endpoint.route(
-                self.command, self.path, body, self.headers.get("X-IDENTITY-HEADER")
+                self.command, self.path, read_body(self), self.headers.get("X-IDENTITY-HEADER")
             )
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, payload, headers)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 

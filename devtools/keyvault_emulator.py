@@ -82,6 +82,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from devtools.identity_endpoint import IdentityEndpoint, RouteResult, write_json_atomically
+from devtools.jsonhttp import read_body, send_json
 
 __all__ = ["EMULATOR_TENANT_ID", "EmulatorHandle", "main", "start_emulator"]
 
@@ -768,21 +769,12 @@ class _VaultRequestHandler(BaseHTTPRequestHandler):
     server: _TLSServer
 
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        body = read_body(self)
         parts = urlsplit(self.path)
         service = self.server.service
         assert service is not None
         response = service.handle(self.command, parts.path, parts.query, self.headers.get("Authorization"), body)
-        data = b"" if response.body is None else json.dumps(response.body).encode()
-        self.send_response(response.status)
-        if response.body is not None:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, response.status, response.body, response.headers)
 
     do_GET = do_PUT = do_PATCH = do_POST = do_DELETE = _serve
 

@@ -57,6 +57,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from devtools.jsonhttp import read_body, send_json
+
 __all__ = ["ASSERTION_TYPE", "INTROSPECTION_PATH", "TOKEN_PATH", "UpstreamIdp", "main"]
 
 _LOG = logging.getLogger(__name__)
@@ -465,18 +467,9 @@ def _handler_for(idp: UpstreamIdp) -> type[BaseHTTPRequestHandler]:
         server_version = "upstream-idp"
 
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
             headers = {name.lower(): value for name, value in self.headers.items()}
-            status, payload, extra = idp.route(self.command, self.path, headers, body)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in extra.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
+            status, payload, extra = idp.route(self.command, self.path, headers, read_body(self))
+            send_json(self, status, payload, extra)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
