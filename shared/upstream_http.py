@@ -159,8 +159,8 @@ class _SafeRetry(Retry):
 
     def increment(self, *args: Any, **kwargs: Any) -> Any:
         exchange: Exchange | None = getattr(_current, "exchange", None)
-        if exchange is not None and exchange.expired:
-            return self.new(total=0, connect=0, read=0, status=0, other=0).increment(*args, **kwargs)
+        if exchange is not None and exchange.expired:  # Retry's own increment on an exhausted copy: it gives up
+            return Retry.increment(self.new(total=0, connect=0, read=0, status=0, other=0), *args, **kwargs)
         return super().increment(*args, **kwargs)
 
 
