@@ -1,9 +1,17 @@
 """Token signing keys: ES256 keys kept in Key Vault, cached in memory, rotated without downtime.
 
-Each key is one Key Vault secret `signing-key-<kid>` holding the PKCS#8 PEM private key. The
-newest key signs. An older key keeps verifying (and stays in JWKS) until every token it can
-have signed has expired: its successor's creation + token lifetime + this cache's TTL (other
-instances may sign with it until they refresh) + clock skew.
+Each key is one Key Vault secret `signing-key-<kid>` holding the PKCS#8 PEM private key. The key
+activated last signs. The ring also keeps one *pending* key: published in JWKS and accepted by
+every instance's verifier, but not yet signing. A rotation activates the pending key (it signs
+the very next token) and publishes a new pending one. So when an instance starts signing with a
+new key, every other instance has had that key for as long as it was pending, normally at least
+one cache TTL (the time since the previous rotation): no instance ever meets a token whose key it
+has not loaded. (Two rotations within one cache TTL fall back to the unknown-kid refresh in
+`find`.) Keys from before pending keys existed count as activated when created.
+
+An older key keeps verifying (and stays in JWKS) until every token it can have signed has
+expired: its successor's activation + token lifetime + this cache's TTL (other instances may
+sign with it until they refresh) + clock skew.
 """
 
 from __future__ import annotations
@@ -27,6 +35,9 @@ from shared.stores import SecretStore
 ALGORITHM = "ES256"
 PREFIX = "signing-key-"
 CREATED_TAG = "created"
+ACTIVATED_TAG = "activated"
+STATE_TAG = "state"
+PENDING = "pending"
 CLOCK_SKEW = timedelta(seconds=60)
 UNKNOWN_KID_REFRESH_INTERVAL = 10.0
 
@@ -36,15 +47,16 @@ class SigningKey:
     kid: str
     private_key: ec.EllipticCurvePrivateKey
     created: datetime
+    activated: datetime | None = None  # None: pending (published, not signing yet)
 
     def public_jwk(self) -> dict:
         jwk = ECAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
         return {**jwk, "kid": self.kid, "alg": ALGORITHM, "use": "sig"}
 
 
-def _created(tags: dict[str, str]) -> datetime | None:
+def _created(tags: dict[str, str], name: str = CREATED_TAG) -> datetime | None:
     try:
-        created = datetime.fromisoformat(tags[CREATED_TAG])
+        created = datetime.fromisoformat(tags[name])
     except (KeyError, ValueError):
         return None
     return created if created.tzinfo is not None else None
@@ -78,8 +90,11 @@ class KeyRing:
         keys: list[SigningKey] = []
         for record in records:
             kid = record.name[len(PREFIX):]
-            if kid in known:
-                keys.append(known[kid])
+            created = _created(record.tags) or record.created_on or self._now()
+            pending = record.tags.get(STATE_TAG) == PENDING
+            activated = None if pending else _created(record.tags, ACTIVATED_TAG) or created
+            if kid in known:  # the private key never changes; its activation may have
+                keys.append(SigningKey(kid, known[kid].private_key, created, activated))
                 continue
             try:
                 pem = self._secrets.get_secret(record.name).value or ""
@@ -87,7 +102,7 @@ class KeyRing:
                 continue
             private_key = serialization.load_pem_private_key(pem.encode(), password=None)
             if isinstance(private_key, ec.EllipticCurvePrivateKey):
-                keys.append(SigningKey(kid, private_key, _created(record.tags) or record.created_on or self._now()))
+                keys.append(SigningKey(kid, private_key, created, activated))
         keys.sort(key=lambda k: k.created)
         self._keys = keys
         self._loaded_at = self._clock()
@@ -99,40 +114,71 @@ class KeyRing:
                     self._load()
         return self._keys
 
+    @staticmethod
+    def _active(keys: list[SigningKey]) -> list[SigningKey]:
+        return sorted((k for k in keys if k.activated is not None), key=lambda k: k.activated or k.created)
+
     def current(self) -> SigningKey:
-        """The newest key; creates the first one on a fresh vault."""
-        keys = self._fresh()
-        if keys:
-            return keys[-1]
+        """The key activated last; on a fresh vault creates the first key (and the pending next one)."""
+        active = self._active(self._fresh())
+        if active:
+            return active[-1]
         with self._lock:
             self._load()
-            if not self._keys:
-                self._create()
-            return self._keys[-1]
+            if not self._active(self._keys):
+                pending = [k for k in self._keys if k.activated is None]
+                if pending:
+                    self._activate(pending[-1])
+                else:
+                    self._create(activate=True)
+                    self._create(activate=False)
+            return self._active(self._keys)[-1]
 
     def rotate(self) -> SigningKey:
+        """Activate the pending key (it signs from now on) and publish a new pending one."""
         with self._lock:
-            self._create()
-            return self._keys[-1]
+            self._load()
+            pending = [k for k in self._keys if k.activated is None]
+            if pending:
+                self._activate(pending[-1])
+            else:  # a ring from before pending keys: nothing pre-published, sign with a new key at once
+                self._create(activate=True)
+            self._create(activate=False)
+            return self._active(self._keys)[-1]
 
-    def _create(self) -> None:
+    def _tags(self, created: datetime, activated: datetime | None) -> dict[str, str]:
+        # Key Vault's `created` has one-second resolution: two rotations within a second would tie and the
+        # older key could stay "newest". The tags keep the times to the microsecond.
+        tags = {"purpose": "token-signing", "alg": ALGORITHM, CREATED_TAG: created.isoformat(timespec="microseconds")}
+        if activated is None:
+            tags[STATE_TAG] = PENDING
+        else:
+            tags[ACTIVATED_TAG] = activated.isoformat(timespec="microseconds")
+        return tags
+
+    def _create(self, *, activate: bool) -> None:
         private_key = ec.generate_private_key(ec.SECP256R1())
         kid = _kid(private_key.public_key())
         pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption()).decode()
-        # Key Vault's `created` has one-second resolution: two rotations within a second would tie and the
-        # older key could stay "newest". The tag keeps the creation time to the microsecond.
+        now = self._now()
         self._secrets.set_secret(PREFIX + kid, pem, content_type="application/x-pem-file",
-                                 tags={"purpose": "token-signing", "alg": ALGORITHM,
-                                       CREATED_TAG: self._now().isoformat(timespec="microseconds")})
+                                 tags=self._tags(now, now if activate else None))
+        self._load()
+
+    def _activate(self, key: SigningKey) -> None:
+        self._secrets.update_properties(PREFIX + key.kid, tags=self._tags(key.created, self._now()))
         self._load()
 
     def verification_keys(self) -> list[SigningKey]:
-        """Keys whose tokens may still be live: the newest, and each older one within its grace period."""
+        """Keys whose tokens may be live or may soon be: the signing key, each older one within its
+        grace period, and the pending one (so every instance knows it before it signs)."""
         keys = self._fresh()
         now = self._now()
-        live = [k for k, successor in itertools.pairwise(keys) if successor.created + self._grace > now]
-        return live + keys[-1:]
+        active = self._active(keys)
+        live = [k for k, successor in itertools.pairwise(active)
+                if (successor.activated or successor.created) + self._grace > now]
+        return live + active[-1:] + [k for k in keys if k.activated is None]
 
     def find(self, kid: str) -> SigningKey | None:
         """Look a kid up; an unknown kid refreshes from the vault at most every few seconds (no DoS lever)."""

@@ -103,15 +103,20 @@ def client_source(headers: Mapping[str, str]) -> str:
 
 class ClientAuthThrottle:
     """Rate limits on FAILED client authentications at the token endpoint (brute force, spraying,
-    and a Key Vault lookup per made-up secret id), answered 429 + Retry-After before the secret is
-    checked. Three counts in one sliding window:
+    and a Key Vault look-up per made-up secret id), answered 429 + Retry-After before the secret
+    is checked, so a blocked guess learns nothing. Three counts in one sliding window:
 
-    * per (client, source): one source guessing one client's secret;
-    * per source: one source spraying many clients;
+    * per (client, source, secret id): one source guessing the value of one of a client's secrets
+      (the secret id is the public prefix of a secret, `<secret_id>~<random>`);
+    * per source: one source spraying made-up secrets or many clients;
     * per client, over all sources: a ceiling, set high, against guessing from many (spoofed)
-      sources. It never applies to a source that authenticated that client successfully within
-      the token lifetime, so a distributed attack can slow a client's new sources but never cut
-      the client off where it already works.
+      sources.
+
+    A source that authenticated the client successfully within the token lifetime is the client's
+    own deployment: the per-source and per-client counts neither count nor block its requests for
+    that client, so a distributed attack can slow a client's new sources but never cut it off
+    where it already works, and a replica still presenting a deleted secret slows only that secret,
+    never its siblings' current one at the same address.
 
     Only failures are counted and a refused attempt counts nothing (RateLimiter), so every count
     clears at most one window after the last failure it admitted: nobody is locked out for longer
@@ -127,25 +132,29 @@ class ClientAuthThrottle:
         self._good_for, self._clock = good_for_seconds, clock
         self._lock = threading.Lock()
 
-    def check(self, client_id: str | None, source: str) -> None:
-        waits = [self._source.retry_after(source)]
+    def check(self, client_id: str | None, source: str, secret_id: str) -> None:
+        own = client_id is not None and self._known_good(client_id, source)
+        waits = [] if own else [self._source.retry_after(source)]
         if client_id is not None:
-            waits.append(self._pair.retry_after(f"{client_id}|{source}"))
-            if not self._known_good(client_id, source):
+            waits.append(self._pair.retry_after(f"{client_id}|{source}|{secret_id}"))
+            if not own:
                 waits.append(self._client.retry_after(client_id))
         wait = max(waits)
         if wait:
             raise OAuthError("slow_down", f"too many failed client authentications; retry in {wait} s", 429,
                              {"Retry-After": str(wait)})
 
-    def failed(self, client_id: str | None, source: str) -> None:
-        self._source.hit(source)
+    def failed(self, client_id: str | None, source: str, secret_id: str) -> None:
+        own = client_id is not None and self._known_good(client_id, source)
+        if not own:
+            self._source.hit(source)
         if client_id is not None:
-            self._pair.hit(f"{client_id}|{source}")
-            self._client.hit(client_id)
+            self._pair.hit(f"{client_id}|{source}|{secret_id}")
+            if not own:
+                self._client.hit(client_id)
 
-    def succeeded(self, client_id: str, source: str) -> None:
-        self._pair.reset(f"{client_id}|{source}")
+    def succeeded(self, client_id: str, source: str, secret_id: str) -> None:
+        self._pair.reset(f"{client_id}|{source}|{secret_id}")
         with self._lock:
             self._good[(client_id, source)] = self._clock()
             self._good.move_to_end((client_id, source))
@@ -156,6 +165,15 @@ class ClientAuthThrottle:
         with self._lock:
             since = self._good.get((client_id, source))
         return since is not None and self._clock() - since < self._good_for
+
+
+_NO_SECRET_ID = "-"  # noqa: S105 - a placeholder key, not a password
+
+
+def _secret_id(secret: str) -> str:
+    """The public id part of a well-formed client secret (`<16 hex>~<random>`), else "-"."""
+    head, sep, _ = secret.partition("~")
+    return head if sep and len(head) == 16 and all(c in "0123456789abcdef" for c in head) else _NO_SECRET_ID
 
 
 class TokenService:
@@ -200,8 +218,8 @@ class TokenService:
                 client_id, secret = _basic_credentials(authorization)
             except OAuthError:
                 if throttle is not None:
-                    throttle.check(None, source)
-                    throttle.failed(None, source)
+                    throttle.check(None, source, _NO_SECRET_ID)
+                    throttle.failed(None, source, _NO_SECRET_ID)
                 raise
             if form.get("client_id", client_id) != client_id:
                 raise OAuthError("invalid_request", "client_id in the body differs from the Basic credentials")
@@ -212,17 +230,17 @@ class TokenService:
                 raise OAuthError("invalid_client", "client authentication is required", 401)
             challenge = {}
         # Only a well-formed id becomes a per-client key (a made-up 16 KiB id must not cost 16 KiB of memory).
-        counted = client_id.lower() if is_guid(client_id) else None
+        counted, secret_id = (client_id.lower() if is_guid(client_id) else None), _secret_id(secret)
         if throttle is not None:
-            throttle.check(counted, source)  # before the secret is looked at: a blocked guess learns nothing
+            throttle.check(counted, source, secret_id)  # before the secret is looked at: a blocked guess learns nothing
         try:
             client = self._clients.authenticate(client_id, secret)
         except InvalidClient as exc:
             if throttle is not None:
-                throttle.failed(counted, source)
+                throttle.failed(counted, source, secret_id)
             raise OAuthError("invalid_client", "client authentication failed", 401, challenge) from exc
         if throttle is not None:
-            throttle.succeeded(client.client_id, source)
+            throttle.succeeded(client.client_id, source, secret_id)
         if not client.active:
             raise OAuthError("unauthorized_client", "this client is disabled")
         return client

@@ -29,7 +29,7 @@ from shared.stores import SecretRecord
 from shared.stores.backoff import Backoff, retry_after
 
 _SDK_OPTIONS = {"connection_timeout": 5, "read_timeout": 10, "retry_total": 2, "retry_backoff_factor": 0.4}
-_MAX_IN_CALL_WAIT = 1e9  # a longer Retry-After is waited out by Backoff, not by a sleeping request thread
+_MAX_IN_CALL_WAIT = 1.0  # a longer Retry-After is waited out by Backoff, not by a sleeping request thread
 T = TypeVar("T")
 
 
@@ -79,7 +79,7 @@ class KeyVaultSecretStore:
         return cls(SecretClient(vault_url=vault_url, credential=credential, **options))
 
     def _call(self, fn: Callable[[SecretClient], T]) -> T:
-        pass  # self._backoff.check()  # while the vault is down or throttling us: fail fast, do not call it
+        self._backoff.check()  # while the vault is down or throttling us: fail fast, do not call it
         try:
             with _translated():
                 return fn(self._client)
