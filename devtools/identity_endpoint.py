@@ -41,12 +41,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from devtools.jsonhttp import read_body, send_json
+from devtools.jsonhttp import BackgroundServer, read_body, send_json
 
 __all__ = ["TOKEN_PATH", "ExtraRoute", "IdentityEndpoint", "RouteResult", "write_json_atomically"]
 
@@ -97,7 +97,7 @@ def _error(status: int, message: str) -> RouteResult:
     return status, {"statusCode": status, "message": message, "correlationId": str(uuid.uuid4())}, {}
 
 
-class IdentityEndpoint:
+class IdentityEndpoint(BackgroundServer):
     """Issues and checks tokens for the App Service managed identity protocol.
 
     The public API (``url``, ``header``, ``start``, ``stop``, ``validate``, ``issued_requests``) is
@@ -126,25 +126,12 @@ class IdentityEndpoint:
     ) -> None:
         self.header = header or secrets.token_urlsafe(32)
         self.token_lifetime = token_lifetime
-        self._port = port
+        super().__init__(port)
         self._extra_route = extra_route
         self._grants_path = grants_path
         self._lock = threading.Lock()
         self._grants: dict[str, _Grant] = self._load_grants()
         self._issued: list[tuple[str, str | None]] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        """The bound port; only meaningful after :meth:`start`."""
-        if self._server is None:
-            raise RuntimeError("IdentityEndpoint is not started")
-        return self._server.server_address[1]
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def url(self) -> str:
@@ -157,34 +144,8 @@ class IdentityEndpoint:
         with self._lock:
             return list(self._issued)
 
-    def start(self) -> IdentityEndpoint:
-        """Binds and serves on a daemon thread; returns self so it can be chained."""
-        if self._server is not None:
-            raise RuntimeError("IdentityEndpoint already started")
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), _handler_for(self))
-        self._server.daemon_threads = True
-        # A short poll interval makes stop() (and so test teardown) fast.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="identity-endpoint", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stops serving and frees the port; safe to call twice."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> IdentityEndpoint:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return _handler_for(self)
 
     def validate(self, token: str, resource_prefix: str | None = None) -> bool:
         """True when this endpoint issued ``token``, it has not expired, and (if given) it was

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
 
 
 def read_body(handler: BaseHTTPRequestHandler) -> bytes:
@@ -24,3 +25,57 @@ def send_json(handler: BaseHTTPRequestHandler, status: int, payload: Any, header
         handler.send_header(name, value)
     handler.end_headers()
     handler.wfile.write(data)
+
+
+class BackgroundServer:
+    """An HTTP server on 127.0.0.1 run from a daemon thread, for dev servers used in-process by tests.
+
+    Subclasses say which handler serves them (`_handler`). A short poll interval keeps `stop()`, and
+    so every test fixture's teardown, fast.
+    """
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        """Binds and serves on a daemon thread; returns self so it can be chained."""
+        if self._server is not None:
+            raise RuntimeError(f"{type(self).__name__} already started")
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name=type(self).__name__,
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stops serving and frees the port; safe to call twice."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The bound port; only meaningful after `start`."""
+        if self._server is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"

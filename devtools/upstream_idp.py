@@ -48,7 +48,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlsplit
@@ -57,7 +57,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from devtools.jsonhttp import read_body, send_json
+from devtools.jsonhttp import BackgroundServer, read_body, send_json
 
 __all__ = ["ASSERTION_TYPE", "INTROSPECTION_PATH", "TOKEN_PATH", "UpstreamIdp", "main"]
 
@@ -135,7 +135,7 @@ def _load_public_key(public_key: str | bytes | dict) -> PublicKey:
     return key  # type: ignore[return-value]
 
 
-class UpstreamIdp:
+class UpstreamIdp(BackgroundServer):
     """The authorization server; see the module docstring for what it checks.
 
     :param port: TCP port on 127.0.0.1; 0 picks a free one.
@@ -146,7 +146,7 @@ class UpstreamIdp:
     def __init__(self, port: int = 0, *, token_lifetime: int = 3600, response_delay: float = 0.0) -> None:
         self.token_lifetime = token_lifetime
         self.response_delay = response_delay
-        self._port = port
+        super().__init__(port)
         self._lock = threading.Lock()
         self._secret_clients: dict[str, _SecretClient] = {}
         self._backend_clients: dict[str, _BackendClient] = {}
@@ -156,48 +156,9 @@ class UpstreamIdp:
         self._last_form: dict[str, str] = {}
         self._last_client_auth: str | None = None
         self._last_assertion: dict[str, Any] | None = None
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle
-
-    def start(self) -> UpstreamIdp:
-        """Binds and serves on a daemon thread; returns self so it can be chained."""
-        if self._server is not None:
-            raise RuntimeError("UpstreamIdp already started")
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), _handler_for(self))
-        self._server.daemon_threads = True
-        # A short poll interval makes stop() quick, which adds up over many test fixtures.
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="upstream-idp",
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stops serving and frees the port; safe to call twice."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> UpstreamIdp:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("UpstreamIdp is not started")
-        return self._server.server_address[1]
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return _handler_for(self)
 
     @property
     def token_url(self) -> str:
