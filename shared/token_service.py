@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import json
+import logging
 import re
 import threading
 import time
@@ -27,6 +29,8 @@ from shared.ratelimit import RateLimiter
 from shared.routes import TenantRegistry, is_guid
 from shared.signing import ALGORITHM, KeyRing
 from shared.urls import Urls
+
+audit_log = logging.getLogger("gateway.audit")
 
 GRANT = "client_credentials"
 LEEWAY_SECONDS = 30
@@ -186,14 +190,32 @@ class TokenService:
         self._verified_lock = threading.Lock()
 
     def issue(self, body: bytes, headers: Mapping[str, str], urls: Urls) -> dict:
+        """Every outcome leaves one audit line: which client got a token for which tenant, or the
+        RFC 6749 error it got. The client id is recorded only once authenticated; never a secret or token."""
+        record: dict[str, str | None] = {"event": "token-request", "outcome": "error", "client_id": None,
+                                         "tenant_id": None, "jti": None}
+        try:
+            issued = self._issue(body, headers, urls, record)
+            record["outcome"] = "issued"
+            return issued
+        except OAuthError as exc:
+            record["outcome"] = exc.error
+            raise
+        finally:
+            audit_log.info(json.dumps(record, separators=(",", ":")))
+
+    def _issue(self, body: bytes, headers: Mapping[str, str], urls: Urls, record: dict[str, str | None]) -> dict:
         form = _parse_form(body, headers.get("content-type"))
         self._check_grant(form)
         client = self._authenticate(form, headers.get("authorization"), client_source(headers))
+        record["client_id"] = client.client_id
         tenant_id = self._granted_tenant(form.get("scope", ""), client)
+        record["tenant_id"] = tenant_id
         now = int(self._clock())
         claims = {"iss": urls.issuer, "aud": urls.audience, "sub": client.client_id,
                   "client_id": client.client_id, "tid": tenant_id, "scope": tenant_id, "iat": now,
                   "nbf": now, "exp": now + self._lifetime, "jti": str(uuid.uuid4())}
+        record["jti"] = claims["jti"]
         key = self._keys.current()
         token = jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": "at+jwt"})
         return {"access_token": token, "token_type": "Bearer", "expires_in": self._lifetime, "scope": tenant_id}

@@ -162,5 +162,5 @@ def test_dropped_fields_are_counted_in_the_audit_log(facts: dict[str, Any], stac
     journey.get("MedicationOrder", patient=find_patient(journey)["id"], _count="10")
     log = (stack.state / "logs" / "gateway.log").read_text().splitlines()
     audits = [json.loads(line.split("gateway.audit: ", 1)[1]) for line in log if "gateway.audit: " in line]
-    dropped = [a["dropped"] for a in audits if a["resource_type"] == "MedicationOrder" and a.get("dropped")]
+    dropped = [a["dropped"] for a in audits if a.get("resource_type") == "MedicationOrder" and a.get("dropped")]
     assert dropped and all("MedicationRequest.intent:not-representable" in d for d in dropped)

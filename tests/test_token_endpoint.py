@@ -8,6 +8,7 @@ of RFC 6749 §5.2 the endpoint can produce, each with its status, JSON body and 
 from __future__ import annotations
 
 import base64
+import json
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -420,3 +421,28 @@ def test_rotated_signing_keys_sign_new_tokens_while_old_tokens_stay_valid(
         assert {previous, kid} <= set(jwks(gateway))
         previous = kid
     assert fhir_read(facts, before).status_code == 200
+
+
+# --- audit ----------------------------------------------------------------------------------------------
+
+def token_audit_lines(stack: Any) -> list[dict[str, Any]]:
+    log = (stack.state / "logs" / "gateway.log").read_text().splitlines()
+    records = [json.loads(line.split("gateway.audit: ", 1)[1]) for line in log if "gateway.audit: " in line]
+    return [r for r in records if r["event"] == "token-request"]
+
+
+def test_every_token_request_leaves_one_audit_line_without_secrets_or_tokens(
+        stack: Any, token_url: str, form: dict[str, str], client: dict[str, Any], tenant: str) -> None:
+    before = len(token_audit_lines(stack))
+    issued = requests.post(token_url, data=form, timeout=TIMEOUT).json()
+    refused = requests.post(token_url, data={**form, "client_secret": client["client_secret"][:-2] + "xx"},
+                            timeout=TIMEOUT)
+    assert refused.status_code == 401
+    lines = token_audit_lines(stack)[before:]
+    assert [line["outcome"] for line in lines] == ["issued", "invalid_client"]
+    claims = jwt.decode(issued["access_token"], options={"verify_signature": False})
+    assert lines[0] == {"event": "token-request", "outcome": "issued", "client_id": client["client_id"],
+                        "tenant_id": tenant, "jti": claims["jti"]}
+    assert lines[1]["client_id"] is None and lines[1]["tenant_id"] is None
+    log = (stack.state / "logs" / "gateway.log").read_text()
+    assert issued["access_token"] not in log and client["client_secret"] not in log
