@@ -74,6 +74,11 @@ class Audit:
     dropped: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def add_upstream_time(self, seconds: float) -> None:
+        """Batch entries run on several threads; their upstream times add up under the lock."""
+        with self._lock:
+            self.upstream_ms += seconds * 1000
+
     def count_dropped(self, dropped: dict[str, int]) -> None:
         """What the R4 bridge could not represent (element paths only, never values)."""
         with self._lock:
@@ -227,7 +232,7 @@ class FhirProxy:
                 exchange.finish()
                 result = Upstream(resp.status, body, {k.lower(): resp.headers[k] for k in resp.headers})
         finally:
-            audit.upstream_ms += (time.monotonic() - started) * 1000
+            audit.add_upstream_time(time.monotonic() - started)
         return result
 
     # --- responses ------------------------------------------------------------------------------
