@@ -49,3 +49,51 @@ def rewrite_url(url: str, provider_base: str, gateway_base: str) -> str:
     if url == base or url.startswith((base + "/", base + "?", base + "#")):
         return gateway_base + url[len(base):]
     return url
+
+
+class StreamRewriter:
+    """`rewrite_body` over a body that arrives in chunks, with byte-identical output.
+
+    A base URL may be split across a chunk boundary, so the last `_hold` bytes of each chunk wait
+    for the next one: no match can be longer than that, its look-ahead included. One byte before the
+    held tail stays as context (not output again) for the pattern's look-behind. Memory is one chunk
+    plus `_hold`, whatever the body's size.
+    """
+
+    def __init__(self, provider_base: str, gateway_base: str) -> None:
+        base = provider_base.rstrip("/")
+        self._pattern = _pattern(base)
+        self._replacement = b'"' + gateway_base.encode()
+        self._hold = 1 + len(base.replace("/", "\\/").encode()) + 2  # quote + longest spelling + `\/`
+        self._carry = b""
+        self._context = 0  # bytes at the start of _carry that were already written out
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Rewritten output that is final; the rest is held until more arrives or `close`."""
+        buf = self._carry + chunk if self._carry else chunk
+        safe = len(buf) - self._hold
+        out, last = [], self._context
+        for match in self._pattern.finditer(buf, self._context):
+            if match.start() >= safe:
+                break
+            out += (buf[last:match.start()], self._replacement)
+            last = match.end()
+        cut = max(last, safe)
+        if cut > last:
+            out.append(buf[last:cut])
+        if cut <= self._context:  # too little to decide anything yet
+            self._carry = buf
+            return b"".join(out)
+        self._carry, self._context = buf[cut - 1:], 1
+        return b"".join(out)
+
+    def close(self) -> bytes:
+        """Everything still held, rewritten: the body has ended, so no match can grow any more."""
+        buf, start = self._carry, self._context
+        self._carry, self._context = b"", 0
+        out, last = [], start
+        for match in self._pattern.finditer(buf, start):
+            out += (buf[last:match.start()], self._replacement)
+            last = match.end()
+        out.append(buf[last:])
+        return b"".join(out)
