@@ -124,6 +124,18 @@ param upstreamRetries int = 2
 @minValue(1)
 param batchConcurrency int = 6
 
+@description('TENANT_CONCURRENCY: upstream requests one tenant\'s batches may hold at once, all batches together.')
+@minValue(1)
+param tenantConcurrency int = 32
+
+@description('BATCH_DEADLINE_SECONDS: entries not answered by then get a 504 entry in the batch-response.')
+@minValue(1)
+param batchDeadlineSeconds int = 60
+
+@description('BATCH_MAX_RESPONSE_BYTES: cap on one batch-response; entries past it get a 502 too-costly entry.')
+@minValue(1024)
+param batchMaxResponseBytes int = 33554432
+
 @description('MAX_REQUEST_BODY_BYTES: largest request body the gateway accepts.')
 @minValue(0)
 param maxRequestBodyBytes int = 1048576
@@ -259,6 +271,9 @@ var gatewayAppSettings = {
   UPSTREAM_READ_TIMEOUT_SECONDS: string(upstreamReadTimeoutSeconds)
   UPSTREAM_RETRIES: string(upstreamRetries)
   BATCH_CONCURRENCY: string(batchConcurrency)
+  TENANT_CONCURRENCY: string(tenantConcurrency)
+  BATCH_DEADLINE_SECONDS: string(batchDeadlineSeconds)
+  BATCH_MAX_RESPONSE_BYTES: string(batchMaxResponseBytes)
   MAX_REQUEST_BODY_BYTES: string(maxRequestBodyBytes)
   MAX_UPSTREAM_RESPONSE_BYTES: string(maxUpstreamResponseBytes)
   PORTAL_ATTEMPTS_PER_CLIENT: string(portalAttemptsPerClient)

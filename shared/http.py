@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,9 +48,13 @@ class Request:
 
 @dataclass
 class Response:
+    """`body` is the whole answer, unless `stream` is set: then the body is that iterator's chunks, sent
+    as they come (the proxy's passthrough answers and batch-responses), and `body` stays empty."""
+
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    stream: AsyncIterator[bytes] | None = None
 
     @classmethod
     def json(cls, status: int, payload: Any, content_type: str = "application/json",

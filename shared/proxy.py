@@ -1,29 +1,32 @@
-"""The FHIR proxy: verify the token, route by its tenant, apply policy, forward, rewrite, audit.
+"""The FHIR proxy, as a pipeline: authenticate → route → classify → exchange → shape → audit.
 
 The tenant comes only from the verified token (ROUTE-3); the upstream URL is built from the
 tenant's configured base and validated path pieces, so the proxy cannot be pointed at any other
-host. Responses are buffered (bounded by MAX_UPSTREAM_RESPONSE_BYTES): the Python Functions HTTP
-binding takes a bytes body, and Bundles need their URLs rewritten anyway.
+host. The pieces it orchestrates each stand alone: `ProviderClient` (pools, deadlines, retries,
+bounded streaming reads), `BatchRunner` (concurrent entries, fair shares, deadline, size cap),
+`StreamRewriter` (provider base → gateway base, chunk by chunk) and the R4 bridge.
+
+Passthrough answers stream: once the first `HEAD_BYTES` (or the whole body, if smaller) are in and
+look like FHIR JSON, status and headers go out and the rest follows chunk by chunk, rewritten as it
+passes; memory stays at about one chunk per request whatever the Bundle's size. An answer that is
+whole by then is checked as before (a complete JSON object) and can still become a 502/504. R4
+answers are bridged whole (the converters need whole resources), under the same size limit.
 """
 
 from __future__ import annotations
 
-import io
+import asyncio
 import json
-import logging
 import re
-import threading
-import time
 import uuid
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from queue import Empty, SimpleQueue
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from urllib3 import BaseHTTPResponse, HTTPConnectionPool
+import orjson
 
+from shared.audit import Audit
+from shared.batch import BatchRunner
 from shared.bridge import convert_response, translate_request
 from shared.capability import CONTENT_TYPE
 from shared.clients import ClientRegistry
@@ -37,71 +40,23 @@ from shared.policy import (
     interaction_for,
     stu3_sort,
 )
-from shared.rewrite import rewrite_body, rewrite_url
+from shared.provider_client import ProviderClient, Upstream
+from shared.rewrite import StreamRewriter, rewrite_body, rewrite_url
 from shared.routes import TenantRegistry, TenantRoute
 from shared.settings import Settings
 from shared.token_service import AccessClaims, InvalidToken, TokenService
 from shared.upstream_auth import UpstreamAuthenticator
-from shared.upstream_http import bounded_exchange, new_pool, request
 from shared.urls import Urls
 
-audit_log = logging.getLogger("gateway.audit")
-# urllib3 logs each retry with the request URL, whose query holds search values (PHI): keep it quiet.
-logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 _PASS_REQUEST = ("accept", "prefer", "if-none-match", "if-modified-since")
 _PASS_RESPONSE = ("etag", "last-modified")
 _FHIR_JSON = ("application/fhir+json", "application/json+fhir", "application/json")
 _PARSE_LIMIT = 16 * 1024 * 1024
-_OBJECT = object()  # what a validated JSON object parses to in _is_json
+_OBJECT = object()  # what a validated JSON object parses to in _is_json_object
 _STATUS_TEXT = {200: "200 OK", 304: "304 Not Modified", 400: "400 Bad Request", 401: "401 Unauthorized",
                 403: "403 Forbidden", 404: "404 Not Found", 405: "405 Method Not Allowed", 410: "410 Gone",
                 502: "502 Bad Gateway", 503: "503 Service Unavailable", 504: "504 Gateway Timeout"}
-
-
-@dataclass
-class Audit:
-    """One structured line per request; ids, names and parameter values never go in here (no PHI)."""
-
-    request_id: str
-    started: float = field(default_factory=time.monotonic)
-    client_id: str | None = None
-    tenant_id: str | None = None
-    interaction: str | None = None
-    resource_type: str | None = None
-    upstream_ms: float = 0.0
-    entries: int | None = None
-    dropped: Counter[str] = field(default_factory=Counter)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add_upstream_time(self, seconds: float) -> None:
-        """Batch entries run on several threads; their upstream times add up under the lock."""
-        with self._lock:
-            self.upstream_ms += seconds * 1000
-
-    def count_dropped(self, dropped: dict[str, int]) -> None:
-        """What the R4 bridge could not represent (element paths only, never values)."""
-        with self._lock:
-            self.dropped.update(dropped)
-
-    def emit(self, status: int, size: int) -> None:
-        record = {"event": "fhir-request", "request_id": self.request_id, "client_id": self.client_id,
-                  "tenant_id": self.tenant_id, "interaction": self.interaction,
-                  "resource_type": self.resource_type, "status": status,
-                  "upstream_ms": round(self.upstream_ms, 1), "bytes": size,
-                  "duration_ms": round((time.monotonic() - self.started) * 1000, 1)}
-        if self.entries is not None:
-            record["entries"] = self.entries
-        if self.dropped:
-            record["dropped"] = dict(self.dropped)
-        audit_log.info(json.dumps(record, separators=(",", ":")))
-
-
-@dataclass
-class Upstream:
-    status: int
-    body: bytes
-    headers: dict[str, str]
 
 
 class FhirProxy:
@@ -109,19 +64,18 @@ class FhirProxy:
                  upstream_auth: UpstreamAuthenticator) -> None:
         self._settings = settings
         self._tokens, self._clients, self._tenants, self._auth = tokens, clients, tenants, upstream_auth
-        self._pools: dict[str, HTTPConnectionPool] = {}
-        self._lock = threading.Lock()
-        self._timeout = (settings.upstream_connect_timeout_seconds, settings.upstream_read_timeout_seconds)
-        # Shared by all batches: a pool per batch started its threads one by one, and each start
-        # waited for the GIL behind the entries already running (about a millisecond each under load).
-        self._batch_pool = ThreadPoolExecutor(max_workers=8 * settings.batch_concurrency, thread_name_prefix="batch")
+        self._provider = ProviderClient(settings.upstream_connect_timeout_seconds,
+                                        settings.upstream_read_timeout_seconds, settings.upstream_retries,
+                                        settings.max_upstream_response_bytes)
+        self._batches = BatchRunner(settings.batch_concurrency, settings.tenant_concurrency,
+                                    settings.batch_deadline_seconds, settings.batch_max_response_bytes)
 
     # --- entry point ----------------------------------------------------------------------------
 
-    def handle(self, req: Request, version: str, path: str, urls: Urls) -> Response:
+    async def handle(self, req: Request, version: str, path: str, urls: Urls) -> Response:
         audit = Audit(_request_id(req.headers.get("x-request-id")))
         try:
-            response = self._handle(req, version, path, urls, audit)
+            response = await self._handle(req, version, path, urls, audit)
         except FhirError as exc:
             response = exc.to_response(CONTENT_TYPE[version])
         except StoreUnavailable as exc:
@@ -129,18 +83,20 @@ class FhirProxy:
                                  exc.retry_after_header()).to_response(CONTENT_TYPE[version])
         response.headers["X-Request-Id"] = audit.request_id
         response.headers.setdefault("Cache-Control", "no-store")
-        audit.emit(response.status, len(response.body))
+        if response.stream is None:
+            audit.emit(response.status, len(response.body))
+        else:
+            response.stream = audit.tracked(response.stream, response.status)
         return response
 
-    def _handle(self, req: Request, version: str, path: str, urls: Urls, audit: Audit) -> Response:
-        claims = self._authenticate(req, urls)
-        audit.client_id, audit.tenant_id = claims.client_id, claims.tenant_id
-        route = self._route(claims, version)
+    async def _handle(self, req: Request, version: str, path: str, urls: Urls, audit: Audit) -> Response:
         if len(req.body) > self._settings.max_request_body_bytes:
             raise FhirError(413, "too-costly", "request body too large")
+        claims, route, authorization = await asyncio.to_thread(self._who_and_where, req, version, urls)
+        audit.client_id, audit.tenant_id = claims.client_id, claims.tenant_id
         if req.method.upper() == "POST" and not path.strip("/"):
             audit.interaction = "batch"
-            return self._batch(req, route, version, urls, audit)
+            return await self._batch(req, route, version, urls, audit, authorization)
         form = req.body if req.method.upper() == "POST" else b""
         if form and not req.headers.get("content-type", "").lower().startswith("application/x-www-form-urlencoded"):
             raise FhirError(415, "not-supported", "POST _search needs an application/x-www-form-urlencoded body")
@@ -150,18 +106,14 @@ class FhirProxy:
             raise FhirError(400, "invalid", "the search body is not UTF-8") from exc
         audit.interaction, audit.resource_type = action.kind, action.resource_type
         check_resource_type(action.resource_type, route.resource_types)
-        return self._exchange(route, version, action, req.headers, urls, audit)
+        return await self._exchange(route, version, action, req.headers, urls, audit, authorization, stream=True)
 
-    def _exchange(self, route: TenantRoute, version: str, action: Interaction, headers: Any, urls: Urls,
-                  audit: Audit) -> Response:
-        """Ask the provider in its own dialect, answer the client in the facade's."""
-        asked = _provider_action(route, version, action)
-        upstream = self._forward(route, asked, headers, audit)
-        if route.fhir_version == "r4":
-            upstream = _bridge(upstream, version, asked, route, audit)
-        return self._shape(upstream, route, version, urls)
+    # --- who and where (blocking on a cache miss: Table Storage, Key Vault, the provider's IdP) ----
 
-    # --- who and where --------------------------------------------------------------------------
+    def _who_and_where(self, req: Request, version: str, urls: Urls) -> tuple[AccessClaims, TenantRoute, str | None]:
+        claims = self._authenticate(req, urls)
+        route = self._route(claims, version)
+        return claims, route, self._auth.authorization(route.tenant_id, route.provider_base_url, route.upstream_auth)
 
     def _authenticate(self, req: Request, urls: Urls) -> AccessClaims:
         scheme, _, token = (req.headers.get("authorization") or "").strip().partition(" ")
@@ -186,119 +138,74 @@ class FhirProxy:
                             f"{route.fhir_version} FHIR base URL")
         return route
 
-    # --- forwarding -----------------------------------------------------------------------------
+    # --- exchange ---------------------------------------------------------------------------------
 
-    def _pool(self, base: str) -> HTTPConnectionPool:
-        origin = "{0.scheme}://{0.netloc}".format(urlsplit(base))
-        pool = self._pools.get(origin)
-        if pool is None:
-            with self._lock:
-                pool = self._pools.get(origin)
-                if pool is None:
-                    pool = new_pool(origin, self._settings.upstream_retries)
-                    self._pools[origin] = pool
-        return pool
-
-    def _forward(self, route: TenantRoute, action: Interaction, headers: Any, audit: Audit,
-                 retry_auth: bool = True) -> Upstream:
-        url = f"{route.provider_base_url}/{action.upstream_path}"
+    async def _exchange(self, route: TenantRoute, version: str, action: Interaction, headers: Any, urls: Urls,
+                        audit: Audit, authorization: str | None, *, stream: bool, limit: int | None = None
+                        ) -> Response:
+        """Ask the provider in its own dialect, answer the client in the facade's."""
+        asked = _provider_action(route, version, action)
+        bridged = route.fhir_version == "r4"
+        url = f"{route.provider_base_url}/{asked.upstream_path}"
         out = {name: headers.get(name) for name in _PASS_REQUEST if headers.get(name)}
         out["Accept"] = _accept(headers.get("accept"), route.fhir_version)
         out["X-Request-Id"] = audit.request_id
-        authorization = self._auth.authorization(route.tenant_id, route.provider_base_url, route.upstream_auth)
-        if authorization:
-            out["Authorization"] = authorization
-        if action.kind == "search-post":
-            method, params, data = "POST", None, action.query_string().encode()
+        if asked.kind == "search-post":
+            method, data = "POST", asked.query_string().encode()
             out["Content-Type"] = "application/x-www-form-urlencoded"
         else:
-            method, params, data = "GET", action.query_string() or None, None
-        upstream = self._send(route, method, url + (f"?{params}" if params else ""), out, data, audit)
-        if upstream.status == 401 and authorization and retry_auth:
-            self._auth.invalidate(route.tenant_id, authorization)
-            return self._forward(route, action, headers, audit, retry_auth=False)
-        return upstream
+            query = asked.query_string()
+            method, data, url = "GET", None, url + (f"?{query}" if query else "")
+        upstream = await self._send(route, method, url, out, data, audit, authorization,
+                                    whole=bridged or not stream, limit=limit)
+        if bridged:
+            upstream = _bridge(upstream, version, asked, route, audit)
+        return _shape(upstream, route, version, urls)
 
-    def _send(self, route: TenantRoute, method: str, url: str, headers: dict[str, str], data: bytes | None,
-              audit: Audit) -> Upstream:
-        started = time.monotonic()
-        limit = self._settings.max_upstream_response_bytes
-        try:
-            # The whole answer (every attempt, headers and body) within connect + read timeout: a
-            # provider that drips bytes cannot hold a worker past it (shared/upstream_http.py).
-            with bounded_exchange(sum(self._timeout)) as exchange, request(
-                    self._pool(route.provider_base_url), method, url, headers, data, self._timeout) as resp:
-                body = _read_bounded(resp, limit)
-                exchange.finish()
-                result = Upstream(resp.status, body, {k.lower(): resp.headers[k] for k in resp.headers})
-        finally:
-            audit.add_upstream_time(time.monotonic() - started)
-        return result
+    async def _send(self, route: TenantRoute, method: str, url: str, headers: dict[str, str], data: bytes | None,
+                    audit: Audit, authorization: str | None, *, whole: bool, limit: int | None = None) -> Upstream:
+        """One exchange with the tenant's upstream credentials; a 401 to credentials the gateway holds
+        drops them and tries once more with fresh ones (a rotated secret, an expired token)."""
+        for retry_auth in (True, False):
+            sent = {**headers, "Authorization": authorization} if authorization else headers
+            upstream = await self._provider.exchange(method, url, sent, data, audit, whole=whole, limit=limit)
+            if upstream.status != 401 or not authorization or not retry_auth:
+                return upstream
+            upstream.close()
+            authorization = await asyncio.to_thread(self._fresh_authorization, route, authorization)
+        raise AssertionError("unreachable: the second attempt always returns")
 
-    # --- responses ------------------------------------------------------------------------------
-
-    def _shape(self, upstream: Upstream, route: TenantRoute, version: str, urls: Urls) -> Response:
-        gateway_base = urls.fhir_base(version)
-        headers = {k.title(): v for k, v in upstream.headers.items() if k in _PASS_RESPONSE}
-        for name in ("location", "content-location"):
-            if name in upstream.headers:
-                headers[name.title()] = rewrite_url(upstream.headers[name], route.provider_base_url, gateway_base)
-        if upstream.status == 304:
-            return Response(304, b"", headers)
-        if upstream.status == 401:
-            raise FhirError(502, "security", "the provider refused the gateway's credentials")
-        if not _is_json(upstream):
-            raise FhirError(502, "exception", f"the provider answered HTTP {upstream.status} without FHIR JSON")
-        if upstream.status >= 400:
-            return _provider_error(upstream, version)
-        headers["Content-Type"] = CONTENT_TYPE[version]
-        return Response(upstream.status, rewrite_body(upstream.body, route.provider_base_url, gateway_base), headers)
+    def _fresh_authorization(self, route: TenantRoute, rejected: str) -> str | None:
+        self._auth.invalidate(route.tenant_id, rejected)
+        return self._auth.authorization(route.tenant_id, route.provider_base_url, route.upstream_auth)
 
     # --- batch (FHIR-2) -------------------------------------------------------------------------
 
-    def _batch(self, req: Request, route: TenantRoute, version: str, urls: Urls, audit: Audit) -> Response:
+    async def _batch(self, req: Request, route: TenantRoute, version: str, urls: Urls, audit: Audit,
+                     authorization: str | None) -> Response:
         bundle = _parse_bundle(req.body)
         entries = bundle.get("entry") or []
         if not isinstance(entries, list) or len(entries) > MAX_BATCH_ENTRIES:
             raise FhirError(400, "invalid", f"a batch holds a list of at most {MAX_BATCH_ENTRIES} entries")
         audit.entries = len(entries)
         if route.batch_passthrough and route.fhir_version != "r4":  # R4 entries must be bridged one by one
-            return self._batch_passthrough(req, route, version, urls, entries, audit)
-        results = self._batch_entries(entries, req, route, version, urls, audit)
-        body = b'{"resourceType":"Bundle","type":"batch-response","entry":[' + b",".join(results) + b"]}"
-        return Response(200, body, {"Content-Type": CONTENT_TYPE[version]})
+            return await self._batch_passthrough(bundle, entries, route, version, urls, audit, authorization)
 
-    def _batch_entries(self, entries: list, req: Request, route: TenantRoute, version: str, urls: Urls,
-                       audit: Audit) -> list[bytes]:
-        """Every entry, in order, at most BATCH_CONCURRENCY of this batch's at a time; returns when all are done."""
-        todo: SimpleQueue[tuple[int, object]] = SimpleQueue()
-        for item in enumerate(entries):
-            todo.put(item)
-        results = [b""] * len(entries)
+        async def fetch(entry: object, budget: int) -> bytes:
+            return await self._batch_entry(entry, req, route, version, urls, audit, authorization, budget)
 
-        def work() -> None:
-            while True:
-                try:
-                    index, entry = todo.get_nowait()
-                except Empty:
-                    return
-                results[index] = self._batch_entry(entry, req, route, version, urls, audit)
+        return Response(200, b"", {"Content-Type": CONTENT_TYPE[version]},
+                        stream=self._batches.run(route.tenant_id, entries, fetch))
 
-        workers = max(1, min(self._settings.batch_concurrency, len(entries)))
-        futures = [self._batch_pool.submit(work) for _ in range(workers)]
-        wait(futures)
-        for future in futures:
-            future.result()  # an unexpected error in any entry fails the batch, as before
-        return results
-
-    def _batch_entry(self, entry: object, req: Request, route: TenantRoute, version: str, urls: Urls,
-                     audit: Audit) -> bytes:
+    async def _batch_entry(self, entry: object, req: Request, route: TenantRoute, version: str, urls: Urls,
+                           audit: Audit, authorization: str | None, budget: int) -> bytes:
         """One batch-response entry as JSON bytes. The resource is spliced in as the provider's bytes:
         `_shape` has checked they are one JSON object, so parsing and re-serialising them is waste."""
         try:
             action = batch_entry_interaction(entry)
             check_resource_type(action.resource_type, route.resource_types)
-            response = self._exchange(route, version, action, req.headers, urls, audit)
+            response = await self._exchange(route, version, action, req.headers, urls, audit, authorization,
+                                            stream=False, limit=min(budget, self._provider.size_limit))
             resource, status, headers = response.body, response.status, response.headers
         except FhirError as exc:
             outcome = operation_outcome(exc.code, exc.diagnostics)
@@ -310,20 +217,143 @@ class FhirProxy:
         head = b'{"response":' + json.dumps(result, separators=(",", ":")).encode()
         return head + (b',"resource":' + resource + b"}" if resource else b"}")
 
-    def _batch_passthrough(self, req: Request, route: TenantRoute, version: str, urls: Urls, entries: list,
-                           audit: Audit) -> Response:
-        """For providers that run batches well: validate every entry, then send the Bundle as is."""
+    async def _batch_passthrough(self, bundle: dict, entries: list, route: TenantRoute, version: str, urls: Urls,
+                                 audit: Audit, authorization: str | None) -> Response:
+        """For providers that run batches well: validate every entry, then send the Bundle the gateway
+        validated (never the client's raw bytes) and stream the provider's batch-response."""
         for entry in entries:
             action = batch_entry_interaction(entry)
             check_resource_type(action.resource_type, route.resource_types)
         headers = {"Content-Type": CONTENT_TYPE[version], "Accept": CONTENT_TYPE[version],
                    "X-Request-Id": audit.request_id}
-        authorization = self._auth.authorization(route.tenant_id, route.provider_base_url, route.upstream_auth)
-        if authorization:
-            headers["Authorization"] = authorization
-        upstream = self._send(route, "POST", route.provider_base_url, headers, req.body, audit)
-        return self._shape(upstream, route, version, urls)
+        body = json.dumps(bundle, separators=(",", ":")).encode()
+        upstream = await self._send(route, "POST", route.provider_base_url, headers, body, audit, authorization,
+                                    whole=False)
+        return _shape(upstream, route, version, urls)
 
+
+# --- shaping the answer ---------------------------------------------------------------------------
+
+def _shape(upstream: Upstream, route: TenantRoute, version: str, urls: Urls) -> Response:
+    """Status, headers and body for the client. Decided on the head alone: a streamed answer's
+    status is committed here, before the rest of its body has arrived."""
+    try:
+        response = _shape_head(upstream, route, version, urls)
+    except BaseException:
+        upstream.close()
+        raise
+    if response is None:
+        return _stream(upstream, route, version, urls)
+    upstream.close()
+    return response
+
+
+def _shape_head(upstream: Upstream, route: TenantRoute, version: str, urls: Urls) -> Response | None:
+    """The whole response where it is decided by the head; None where the body streams through."""
+    gateway_base = urls.fhir_base(version)
+    headers = _response_headers(upstream, route, gateway_base)
+    if upstream.status == 304:
+        return Response(304, b"", headers)
+    if upstream.status == 401:
+        raise FhirError(502, "security", "the provider refused the gateway's credentials")
+    if not _looks_like_fhir_json(upstream):
+        raise FhirError(502, "exception", f"the provider answered HTTP {upstream.status} without FHIR JSON")
+    if upstream.status >= 400:
+        return _provider_error(upstream, version)
+    if not upstream.complete:
+        return None
+    headers["Content-Type"] = CONTENT_TYPE[version]
+    return Response(upstream.status, rewrite_body(upstream.head, route.provider_base_url, gateway_base), headers)
+
+
+def _stream(upstream: Upstream, route: TenantRoute, version: str, urls: Urls) -> Response:
+    gateway_base = urls.fhir_base(version)
+    headers = _response_headers(upstream, route, gateway_base)
+    headers["Content-Type"] = CONTENT_TYPE[version]
+    return Response(upstream.status, b"", headers,
+                    stream=_rewritten(upstream, StreamRewriter(route.provider_base_url, gateway_base)))
+
+
+async def _rewritten(upstream: Upstream, rewriter: StreamRewriter) -> AsyncIterator[bytes]:
+    """The provider's body as it arrives, rewritten; a provider failure mid-body raises
+    UpstreamCutOff, which aborts the client's connection (never a truncated body ending cleanly)."""
+    first = rewriter.feed(upstream.head)
+    if first:
+        yield first
+    async for chunk in upstream.rest():
+        out = rewriter.feed(chunk)
+        if out:
+            yield out
+    last = rewriter.close()
+    if last:
+        yield last
+
+
+def _response_headers(upstream: Upstream, route: TenantRoute, gateway_base: str) -> dict[str, str]:
+    headers = {k.title(): v for k, v in upstream.headers.items() if k in _PASS_RESPONSE}
+    for name in ("location", "content-location"):
+        if name in upstream.headers:
+            headers[name.title()] = rewrite_url(upstream.headers[name], route.provider_base_url, gateway_base)
+    return headers
+
+
+def _looks_like_fhir_json(upstream: Upstream) -> bool:
+    """The content type says JSON, and the body is one JSON object: checked whole when the answer is
+    whole, by its first byte when it streams (the rest has not arrived yet)."""
+    media = upstream.media_type
+    if media not in _FHIR_JSON and not media.endswith("+json"):
+        return False
+    if upstream.complete:
+        return _is_json_object(upstream.head)
+    return upstream.head.lstrip()[:1] == b"{"
+
+
+def _is_json_object(raw: bytes) -> bool:
+    """A complete JSON object. The parse only validates: every object becomes a marker as soon as it
+    is read, so no tree is built for a large body (a tenth of `json.loads`'s memory)."""
+    body = raw.strip()
+    if len(body) > _PARSE_LIMIT:
+        return body.startswith(b"{") and body.endswith(b"}")
+    try:
+        return json.loads(body, object_pairs_hook=_object_marker) is _OBJECT
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+
+
+def _object_marker(pairs: list) -> object:
+    return _OBJECT
+
+
+def _provider_error(upstream: Upstream, version: str) -> Response:
+    """Provider 4xx pass through; 5xx become 502. An OperationOutcome body is kept, anything else replaced."""
+    status = upstream.status if upstream.status < 500 else 502
+    parsed = _loads(upstream.head) if upstream.complete else None
+    if isinstance(parsed, dict) and parsed.get("resourceType") == "OperationOutcome":
+        return Response(status, upstream.head, {"Content-Type": CONTENT_TYPE[version]})
+    return Response.json(status, operation_outcome("exception", f"the provider answered HTTP {upstream.status}"),
+                         CONTENT_TYPE[version])
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _bridge(upstream: Upstream, version: str, asked: Interaction, route: TenantRoute, audit: Audit) -> Upstream:
+    """Convert a whole R4 answer (resource, Bundle or OperationOutcome) to the facade version.
+
+    Anything that is not JSON is left for `_shape` to refuse; a 304 has no body to convert."""
+    if upstream.status == 304 or not _looks_like_fhir_json(upstream):
+        return upstream
+    converted, dropped = convert_response(version, asked, orjson.loads(upstream.head), route.provider_base_url)
+    audit.count_dropped(dropped)
+    return Upstream(upstream.status, {**upstream.headers, "content-type": CONTENT_TYPE[version]},
+                    orjson.dumps(converted))
+
+
+# --- small helpers ----------------------------------------------------------------------------------
 
 def _request_id(incoming: str | None) -> str:
     return incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
@@ -351,64 +381,6 @@ def _provider_action(route: TenantRoute, version: str, action: Interaction) -> I
     return action
 
 
-def _bridge(upstream: Upstream, version: str, asked: Interaction, route: TenantRoute, audit: Audit) -> Upstream:
-    """Convert an R4 answer (resource, Bundle or OperationOutcome) to the facade version.
-
-    Anything that is not JSON is left for `_shape` to refuse; a 304 has no body to convert."""
-    if upstream.status == 304 or not _is_json(upstream):
-        return upstream
-    converted, dropped = convert_response(version, asked, json.loads(upstream.body), route.provider_base_url)
-    audit.count_dropped(dropped)
-    body = json.dumps(converted, separators=(",", ":")).encode()
-    return Upstream(upstream.status, body, {**upstream.headers, "content-type": CONTENT_TYPE[version]})
-
-
-def _read_bounded(resp: BaseHTTPResponse, limit: int) -> bytes:
-    declared = resp.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise FhirError(502, "too-costly", "the provider's response exceeds the gateway's size limit")
-    body = io.BytesIO()  # getvalue() hands its buffer over: one copy of a large body, not two (a join)
-    for chunk in resp.stream(64 * 1024, decode_content=True):
-        if body.tell() + len(chunk) > limit:
-            raise FhirError(502, "too-costly", "the provider's response exceeds the gateway's size limit")
-        body.write(chunk)
-    return body.getvalue()
-
-
-def _is_json(upstream: Upstream) -> bool:
-    """Content type says JSON and the body is a JSON object (fully parsed up to a size, then shape-checked).
-
-    The parse only validates: every object becomes a marker as soon as it is read, so no tree is
-    built (a tenth of the memory of `json.loads` for a large Bundle, and faster)."""
-    media = upstream.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media not in _FHIR_JSON and not media.endswith("+json"):
-        return False
-    body = upstream.body.strip()
-    if len(body) <= _PARSE_LIMIT:
-        try:
-            return json.loads(body, object_pairs_hook=_object_marker) is _OBJECT
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return False
-    return body.startswith(b"{") and body.endswith(b"}")
-
-
-def _object_marker(pairs: list) -> object:
-    return _OBJECT
-
-
-def _provider_error(upstream: Upstream, version: str) -> Response:
-    """Provider 4xx pass through; 5xx become 502. An OperationOutcome body is kept, anything else replaced."""
-    status = upstream.status if upstream.status < 500 else 502
-    try:
-        parsed = json.loads(upstream.body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        parsed = None
-    if isinstance(parsed, dict) and parsed.get("resourceType") == "OperationOutcome":
-        return Response(status, upstream.body, {"Content-Type": CONTENT_TYPE[version]})
-    return Response.json(status, operation_outcome("exception", f"the provider answered HTTP {upstream.status}"),
-                         CONTENT_TYPE[version])
-
-
 def _parse_bundle(body: bytes) -> dict:
     try:
         bundle = json.loads(body)
@@ -421,5 +393,3 @@ def _parse_bundle(body: bytes) -> dict:
     if bundle.get("type") != "batch":
         raise FhirError(400, "invalid", "only Bundles of type batch can be posted to the base URL")
     return bundle
-
-

@@ -47,6 +47,9 @@ class Settings:
     upstream_read_timeout_seconds: int
     upstream_retries: int
     batch_concurrency: int
+    tenant_concurrency: int
+    batch_deadline_seconds: int
+    batch_max_response_bytes: int
     max_request_body_bytes: int
     max_upstream_response_bytes: int
     portal_attempts_per_client: int
@@ -77,6 +80,9 @@ class Settings:
             upstream_read_timeout_seconds=_int("UPSTREAM_READ_TIMEOUT_SECONDS", 30),
             upstream_retries=_int("UPSTREAM_RETRIES", 2),
             batch_concurrency=max(1, _int("BATCH_CONCURRENCY", 6)),
+            tenant_concurrency=max(1, _int("TENANT_CONCURRENCY", 32)),
+            batch_deadline_seconds=max(1, _int("BATCH_DEADLINE_SECONDS", 60)),
+            batch_max_response_bytes=max(1024, _int("BATCH_MAX_RESPONSE_BYTES", 32 * 1024 * 1024)),
             max_request_body_bytes=_int("MAX_REQUEST_BODY_BYTES", 1024 * 1024),
             max_upstream_response_bytes=_int("MAX_UPSTREAM_RESPONSE_BYTES", 100 * 1024 * 1024),
             portal_attempts_per_client=max(1, _int("PORTAL_ATTEMPTS_PER_CLIENT", 10)),

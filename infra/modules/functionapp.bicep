@@ -217,6 +217,9 @@ var platformAppSettings = {
   AZURE_CLIENT_ID: identityClientId
   // Known only once the site exists; absolute URLs in the capability statement and the token issuer.
   GATEWAY_PUBLIC_BASE_URL: 'https://${site.properties.defaultHostName}'
+  // HTTP streams (azurefunctions-extensions-http-fastapi): the worker serves the FastAPI-typed
+  // functions only with init indexing on (docs/streaming.md).
+  PYTHON_ENABLE_INIT_INDEXING: '1'
 }
 
 // Elastic Premium only (see the header): runtime selection and run-from-package with the identity.

@@ -1,0 +1,63 @@
+"""The proxy's audit line: one structured JSON line per FHIR request, written when the answer ends.
+
+Ids, names and parameter values never go in here (no PHI): the line says who (client, tenant),
+what kind of interaction on which resource type, how it ended and how long the provider took.
+A streamed answer is audited when its last byte is sent, or when it is cut off (`aborted`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+audit_log = logging.getLogger("gateway.audit")
+
+
+@dataclass
+class Audit:
+    request_id: str
+    started: float = field(default_factory=time.monotonic)
+    client_id: str | None = None
+    tenant_id: str | None = None
+    interaction: str | None = None
+    resource_type: str | None = None
+    upstream_ms: float = 0.0
+    entries: int | None = None
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def add_upstream_time(self, seconds: float) -> None:
+        """Batch entries run concurrently on one event loop: plain addition cannot interleave."""
+        self.upstream_ms += seconds * 1000
+
+    def count_dropped(self, dropped: dict[str, int]) -> None:
+        """What the R4 bridge could not represent (element paths only, never values)."""
+        self.dropped.update(dropped)
+
+    def emit(self, status: int, size: int, aborted: bool = False) -> None:
+        record = {"event": "fhir-request", "request_id": self.request_id, "client_id": self.client_id,
+                  "tenant_id": self.tenant_id, "interaction": self.interaction,
+                  "resource_type": self.resource_type, "status": status,
+                  "upstream_ms": round(self.upstream_ms, 1), "bytes": size,
+                  "duration_ms": round((time.monotonic() - self.started) * 1000, 1)}
+        if aborted:
+            record["aborted"] = True
+        if self.entries is not None:
+            record["entries"] = self.entries
+        if self.dropped:
+            record["dropped"] = dict(self.dropped)
+        audit_log.info(json.dumps(record, separators=(",", ":")))
+
+    async def tracked(self, stream: AsyncIterator[bytes], status: int) -> AsyncIterator[bytes]:
+        """Pass a streamed body through, then write the line with the bytes actually sent."""
+        sent, aborted = 0, True
+        try:
+            async for chunk in stream:
+                sent += len(chunk)
+                yield chunk
+            aborted = False
+        finally:
+            self.emit(status, sent, aborted)
