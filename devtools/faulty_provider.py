@@ -3,7 +3,8 @@
 Real HTTP/1.1 on 127.0.0.1. Each fault has its own base URL, ``http://127.0.0.1:PORT/<mode>/fhir``,
 so a test routes one tenant per fault and every fault can run side by side. Modes:
 
-``ok``              a small searchset Bundle (or a Patient for a read); fullUrls under this base
+``ok``              a searchset Bundle of ``?_count=N`` (default 2) Patients (or a Patient for a read);
+                    fullUrls under this base
 ``delay``           sleeps ``--delay`` seconds before answering (beyond the gateway's read timeout)
 ``reset-before``    reads the request, then resets the connection before any response byte
 ``reset-mid-body``  sends headers and half of the declared body, then resets the connection (RST)
@@ -16,6 +17,10 @@ so a test routes one tenant per fault and every fault can run side by side. Mode
 ``huge-chunked``    the same, chunked (no Content-Length, so only counting can stop it)
 ``drip-body``       headers at once, then one body byte every ``--drip-interval`` seconds
 ``drip-headers``    the status line and headers one byte every ``--drip-interval`` seconds
+``slow``            ``ok``, after ``--slow-delay`` seconds (within the gateway's timeouts: batch bounds)
+``stream``          a valid searchset Bundle of ``?_count=N`` entries (fullUrls under this base),
+                    chunked: the first ~256 KiB, a pause of ``--stream-pause`` seconds, then the rest
+``stream-reset``    the same, but the connection is reset after the pause instead of finishing
 
 ``GET /_admin/requests`` lists what was asked (method, mode, path, query; never headers) and
 ``POST /_admin/requests/clear`` empties it, so tests can count requests, including retries.
@@ -42,7 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 LOG = logging.getLogger("devtools.faulty_provider")
 FHIR_JSON = "application/fhir+json"
@@ -50,14 +55,15 @@ HTML = b"<html><body><h1>Bad Gateway</h1><p>upstream proxy error</p></body></htm
 STATUSES = (500, 502, 503, 504)
 BODIES = ("json", "html", "empty")
 MODES = ("ok", "delay", "reset-before", "reset-mid-body", "truncated-body", "truncated-json", "non-json", "huge",
-         "huge-chunked", "drip-body", "drip-headers",
+         "huge-chunked", "drip-body", "drip-headers", "slow", "stream", "stream-reset",
          *(f"status-{code}-{body}" for code in STATUSES for body in BODIES))
 
 
 class Options:
     def __init__(self, delay: float = 10.0, drip_interval: float = 0.25, drip_bytes: int = 400,
-                 huge_bytes: int = 100 * 1024 * 1024) -> None:
+                 huge_bytes: int = 100 * 1024 * 1024, slow_delay: float = 0.3, stream_pause: float = 1.5) -> None:
         self.delay, self.drip_interval, self.drip_bytes, self.huge_bytes = delay, drip_interval, drip_bytes, huge_bytes
+        self.slow_delay, self.stream_pause = slow_delay, stream_pause
 
 
 class RequestLog:
@@ -171,11 +177,49 @@ class Handler(BaseHTTPRequestHandler):
         if len(path) == 2 and path[1] != "_search":
             self._send(200, json.dumps({"resourceType": "Patient", "id": path[1]}).encode(), FHIR_JSON)
         else:
-            self._send(200, bundle(base), FHIR_JSON)
+            count = dict(parse_qsl(urlsplit(self.path).query)).get("_count", "2")
+            self._send(200, bundle(base, int(count) if count.isdigit() else 2), FHIR_JSON)
 
     def _mode_delay(self, base: str, path: list[str]) -> None:
         time.sleep(self.server.options.delay)
         self._send(200, bundle(base), FHIR_JSON)
+
+    def _mode_slow(self, base: str, path: list[str]) -> None:
+        started = time.time()
+        time.sleep(self.server.options.slow_delay)
+        self.server.log.record({"mode": "slow-span", "start": started, "end": time.time()})
+        self._mode_ok(base, path)
+
+    def _mode_stream(self, base: str, path: list[str], reset: bool = False) -> None:
+        """A large Bundle, sent as a server streams it; the pause proves who waits for whom."""
+        count = int(dict(parse_qsl(urlsplit(self.path).query)).get("_count") or 1000)
+        self.send_response(200)
+        self.send_header("Content-Type", FHIR_JSON)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self._chunk(b'{"resourceType":"Bundle","type":"searchset","total":%d,"entry":[' % count)
+        sent, paused, batch = 0, False, []
+        for index in range(count):
+            batch.append(json.dumps({"fullUrl": f"{base}/Patient/s{index}", "resource": {
+                "resourceType": "Patient", "id": f"s{index}", "link": [{"other": {
+                    "reference": f"{base}/Patient/s{index + 1}"}}], "text": {"div": "x" * 400}}}).encode())
+            if len(batch) == 200 or index == count - 1:
+                piece = (b"," if sent else b"") + b",".join(batch)
+                self._chunk(piece)
+                sent, batch = sent + len(piece), []
+            if not paused and sent >= 256 * 1024:
+                self.wfile.flush()
+                time.sleep(self.server.options.stream_pause)
+                paused = True
+                if reset:
+                    self._reset()
+                    return
+        self._chunk(b"]}")
+        self.wfile.write(b"0\r\n\r\n")
+        self.server.log.record({"mode": "stream-end", "time": time.time()})
+
+    def _mode_stream_reset(self, base: str, path: list[str]) -> None:
+        self._mode_stream(base, path, reset=True)
 
     def _mode_reset_before(self, base: str, path: list[str]) -> None:
         self._reset()
@@ -309,10 +353,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drip-interval", type=float, default=0.25, help="seconds between dripped bytes")
     parser.add_argument("--drip-bytes", type=int, default=400, help="how many bytes the drip modes send")
     parser.add_argument("--huge-bytes", type=int, default=100 * 1024 * 1024, help="size of the huge modes' body")
+    parser.add_argument("--slow-delay", type=float, default=0.3, help="seconds the slow mode waits")
+    parser.add_argument("--stream-pause", type=float, default=1.5, help="seconds the stream modes pause")
     parser.add_argument("--ready-file", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    server = FaultyServer(args.port, Options(args.delay, args.drip_interval, args.drip_bytes, args.huge_bytes))
+    server = FaultyServer(args.port, Options(args.delay, args.drip_interval, args.drip_bytes, args.huge_bytes,
+                                                   args.slow_delay, args.stream_pause))
     signal.signal(signal.SIGTERM, _stop)
     ready = json.dumps({"base_url": server.base_url, "modes": list(MODES)})
     print(ready, flush=True)

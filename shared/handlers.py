@@ -8,6 +8,7 @@ Each endpoint family answers errors in its own single style (OperationOutcome, R
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 from collections.abc import Callable
@@ -40,18 +41,32 @@ def urls(req: Request, services: Services) -> Urls:
 
 
 def _guard(on_error: Callable[[Exception], Response]) -> Callable[[Handler], Handler]:
+    """Every failure gets the endpoint family's error shape; async handlers (the proxy) are guarded
+    the same way as the plain ones."""
     def decorate(fn: Handler) -> Handler:
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def run_async(req: Request, *args: Any) -> Response:
+                try:
+                    return await fn(req, *args)
+                except Exception as exc:
+                    return _failed(fn, exc, on_error)
+            return run_async
+
         @functools.wraps(fn)
         def run(req: Request, *args: Any) -> Response:
             try:
                 return fn(req, *args)
-            except Exception as exc:  # every failure gets this endpoint family's error shape
-                if not isinstance(exc, GatewayError | StoreUnavailable | NotFound | PreconditionFailed |
-                                  AlreadyExists):
-                    log.exception("unhandled error in %s", fn.__name__)
-                return on_error(exc)
+            except Exception as exc:
+                return _failed(fn, exc, on_error)
         return run
     return decorate
+
+
+def _failed(fn: Handler, exc: Exception, on_error: Callable[[Exception], Response]) -> Response:
+    if not isinstance(exc, GatewayError | StoreUnavailable | NotFound | PreconditionFailed | AlreadyExists):
+        log.exception("unhandled error in %s", fn.__name__)
+    return on_error(exc)
 
 
 def _fhir_error(exc: Exception) -> Response:
@@ -151,7 +166,7 @@ def health(req: Request) -> Response:
 
 
 @fhir_endpoint
-def fhir(req: Request, version: str, path: str) -> Response:
+async def fhir(req: Request, version: str, path: str) -> Response:
     """Every protected FHIR interaction (read, search, POST _search, batch) goes through the proxy.
 
     Azure orders overlapping routes by function name, not specificity (azure-functions-host#9876),
@@ -164,7 +179,7 @@ def fhir(req: Request, version: str, path: str) -> Response:
     version = facade_version(version)
     check_format(req.params.get("_format"), req.headers.get("accept"))
     services = get_services()
-    return services.proxy.handle(req, version, path, urls(req, services))
+    return await services.proxy.handle(req, version, path, urls(req, services))
 
 
 # --- management API ---------------------------------------------------------------------------
