@@ -65,6 +65,7 @@ PLATFORM_SETTINGS = {
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "Functions host telemetry destination",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Functions host telemetry with Entra ID auth",
     "AZURE_CLIENT_ID": "azure-identity DefaultAzureCredential: the user-assigned identity",
+    "PYTHON_ENABLE_INIT_INDEXING": "Python worker: HTTP streams for the FastAPI-typed functions (docs/streaming.md)",
     "FUNCTIONS_EXTENSION_VERSION": "Elastic Premium only: Functions runtime ~4",
     "FUNCTIONS_WORKER_RUNTIME": "Elastic Premium only: python worker",
     "WEBSITE_RUN_FROM_PACKAGE": "Elastic Premium only: package blob URL (no Azure Files)",
