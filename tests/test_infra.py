@@ -104,6 +104,7 @@ EXPECTED_SOURCES = {
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Authorization=AAD;ClientId=${identityClientId}",
     "FUNCTIONS_EXTENSION_VERSION": "~4",
     "FUNCTIONS_WORKER_RUNTIME": "python",
+    "PYTHON_ENABLE_INIT_INDEXING": "1",
     "WEBSITE_RUN_FROM_PACKAGE": "${storage.properties.primaryEndpoints.blob}${deploymentContainerName}"
     "/${premiumPackageBlobName}",
     "WEBSITE_RUN_FROM_PACKAGE_BLOB_MI_RESOURCE_ID": "identity.id",
