@@ -36,6 +36,7 @@ async def echo(req: Request) -> Response:
         "route_params": dict(req.path_params),
         "headers": dict(req.headers),
         "client": list(req.client) if req.client else None,
+        "loop": type(asyncio.get_running_loop()).__module__,
         "body": body.decode("utf-8"),
     }
     status = 201 if req.method == "POST" else 200

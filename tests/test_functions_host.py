@@ -141,6 +141,20 @@ def test_signal_shuts_down_cleanly(tmp_path: Path, signum: int) -> None:
     assert "Traceback" not in running.log()
 
 
+def test_sigterm_lets_a_request_in_progress_finish(tmp_path: Path) -> None:
+    running = start_host(tmp_path, "--app", FIXTURE_APP, env=host_env())
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(requests.get, running.url("/api/slow"), timeout=5)
+        time.sleep(0.2)  # the function is now sleeping its 0.5 s
+        assert running.stop() == 0
+        assert (pending.result().status_code, pending.result().content) == (200, b"done")
+
+
+def test_functions_run_on_uvloop(host: Host) -> None:
+    """uvicorn runs the configured uvloop rather than silently falling back to asyncio's loop."""
+    assert requests.get(host.url("/api/echo"), timeout=5).json()["loop"].startswith("uvloop")
+
+
 # --- routing ---------------------------------------------------------------------------------------
 
 

@@ -41,6 +41,8 @@ What it copies from Azure, and where it knowingly differs:
 * ``local.settings.json`` ``Values`` become environment variables before the app is imported, as
   ``func start`` does it: a non-empty variable already in the environment wins, and an empty value
   leaves the variable unset.
+* uvicorn here always runs uvloop and httptools; the worker's uvicorn (default ``auto``) uses them
+  only if the deployed app installs them, else asyncio's loop and h11. Same ASGI messages either way.
 * The access log (logger ``devtools.functions_host.access``) names method, function, status and time,
   never the path or query: both carry patient data.
 
