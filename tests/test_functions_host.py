@@ -1,14 +1,16 @@
 """devtools.functions_host as its users meet it: a subprocess on an ephemeral port, spoken to over HTTP.
 
-Most tests share one host serving tests/host_fixture_app.py; settings, route prefixes, fail-closed
-keys and shutdown need hosts of their own. Route validation and the plain-WSGI path use the Python
-API directly.
+Most tests share one host serving tests/host_fixture_app.py (HTTP streams functions: FastAPI
+``Request`` in, Starlette ``Response`` out); settings, route prefixes, fail-closed keys, body limits
+and shutdown need hosts of their own. Route validation and the plain-ASGI path use the Python API
+directly.
 """
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import importlib
-import io
 import json
 import os
 import re
@@ -26,11 +28,13 @@ from typing import Any
 import azure.functions as func
 import pytest
 import requests
+from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_APP = "tests.host_fixture_app:app"
 KEYS = "key-one, key-two"
 GUID = "6f1c1c1e-1b1a-4c1b-9b1a-1a1b1c1d1e1f"
+SMALL_BODY_LIMIT = 1000
 
 
 @dataclass
@@ -98,6 +102,16 @@ def keyless_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     assert running.stop() == 0
 
 
+@pytest.fixture(scope="module")
+def small_body_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    running = start_host(
+        tmp_path_factory.mktemp("small-body"), "--app", FIXTURE_APP,
+        "--max-body-bytes", str(SMALL_BODY_LIMIT), env=host_env(),
+    )
+    yield running
+    assert running.stop() == 0
+
+
 def described(response: requests.Response) -> tuple[str, dict[str, str]]:
     """(function, route_params) from a fixture function's answer."""
     assert response.status_code == 200, response.text
@@ -125,6 +139,20 @@ def test_signal_shuts_down_cleanly(tmp_path: Path, signum: int) -> None:
     assert running.stop(signum) == 0
     assert not running.ready_file.exists()
     assert "Traceback" not in running.log()
+
+
+def test_sigterm_lets_a_request_in_progress_finish(tmp_path: Path) -> None:
+    running = start_host(tmp_path, "--app", FIXTURE_APP, env=host_env())
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(requests.get, running.url("/api/slow"), timeout=5)
+        time.sleep(0.2)  # the function is now sleeping its 0.5 s
+        assert running.stop() == 0
+        assert (pending.result().status_code, pending.result().content) == (200, b"done")
+
+
+def test_functions_run_on_uvloop(host: Host) -> None:
+    """uvicorn runs the configured uvloop rather than silently falling back to asyncio's loop."""
+    assert requests.get(host.url("/api/echo"), timeout=5).json()["loop"].startswith("uvloop")
 
 
 # --- routing ---------------------------------------------------------------------------------------
@@ -236,10 +264,9 @@ def test_methods_filter_dispatches_or_answers_404(host: Host) -> None:
     [
         ("/api/default_route", "default_route"),
         ("/api/bp/hello", "from_blueprint"),
-        ("/api/async", "async_function"),
     ],
 )
-def test_default_route_blueprints_and_async_functions(host: Host, path: str, function: str) -> None:
+def test_default_route_and_blueprints(host: Host, path: str, function: str) -> None:
     assert described(requests.get(host.url(path), timeout=5))[0] == function
 
 
@@ -262,11 +289,14 @@ def test_route_prefix_comes_from_host_json(tmp_path: Path, prefix: str, served_a
 # --- requests and responses ------------------------------------------------------------------------
 
 
-def test_query_parameters_as_the_functions_host_passes_them(host: Host) -> None:
+def test_raw_query_string_reaches_the_function_unchanged(host: Host) -> None:
+    """Under HTTP streams the function parses the query itself: repeats, case and empty values survive."""
     query = "a=1&a=2&A=3&blank=&flag&sp=hello+world&enc=%26%3D%20"
-    response = requests.get(host.url(f"/api/echo?{query}"), timeout=5)
-    data = response.json()
-    assert data["params"] == {"a": "1,2,3", "sp": "hello world", "enc": "&= "}
+    data = requests.get(host.url(f"/api/echo?{query}"), timeout=5).json()
+    assert data["query"] == query
+    assert data["query_items"] == [
+        ["a", "1"], ["a", "2"], ["A", "3"], ["blank", ""], ["flag", ""], ["sp", "hello world"], ["enc", "&= "],
+    ]
     assert data["url"] == host.url(f"/api/echo?{query}")
 
 
@@ -289,7 +319,7 @@ def test_chunked_request_body_arrives_whole(host: Host) -> None:
     assert response.json()["body"] == "abcd"
 
 
-def test_response_conversion(host: Host) -> None:
+def test_starlette_responses_are_sent_as_built(host: Host) -> None:
     html = requests.get(host.url("/api/out/html"), timeout=5)
     assert html.status_code == 202
     assert html.headers["Content-Type"] == "text/html; charset=utf-8"
@@ -310,10 +340,70 @@ def test_exception_answers_500_with_an_empty_body_and_is_logged(host: Host) -> N
     assert "RuntimeError: exploded" in log
 
 
-def test_result_that_is_not_an_http_response_answers_500(host: Host) -> None:
+def test_result_that_is_not_a_starlette_response_answers_500(host: Host) -> None:
     response = requests.get(host.url("/api/not-a-response"), timeout=5)
     assert (response.status_code, response.content) == (500, b"")
     assert "function not_a_response returned str" in host.log()
+
+
+# --- streams ---------------------------------------------------------------------------------------
+
+
+def test_streaming_response_reaches_the_client_while_the_function_still_produces_it(host: Host) -> None:
+    with requests.get(host.url("/api/stream/3"), stream=True, timeout=5) as response:
+        assert response.status_code == 200
+        assert response.headers["Transfer-Encoding"] == "chunked"
+        lines = response.iter_lines()
+        # The function's generator is now blocked until released: these chunks left before it finished.
+        assert [next(lines) for _ in range(3)] == [b"chunk 0", b"chunk 1", b"chunk 2"]
+        assert requests.post(host.url("/api/stream-release"), timeout=5).status_code == 204
+        assert list(lines) == [b"last"]
+
+
+def test_exception_after_the_response_started_aborts_the_connection(host: Host) -> None:
+    """A cleanly ended chunked body would let the client take a truncated answer for a complete one."""
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(host.url("/api/stream-fails"), timeout=5)
+    assert "function stream_fails raised after its response started; aborting the connection" in host.log()
+    assert re.search(r"access: GET stream_fails 200 \d+\.\dms incomplete$", host.log(), re.MULTILINE)
+    assert requests.get(host.url("/api/echo"), timeout=5).status_code == 200  # the host serves on
+
+
+def test_request_client_is_the_socket_peer_even_with_a_forged_x_forwarded_for(host: Host) -> None:
+    connection = http.client.HTTPConnection(host.base_url.removeprefix("http://"), timeout=5)
+    try:
+        connection.connect()
+        peer = list(connection.sock.getsockname()[:2])
+        forged = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil"}
+        connection.request("GET", "/api/echo", headers=forged)
+        data = json.loads(connection.getresponse().read())
+    finally:
+        connection.close()
+    assert data["client"] == peer
+    assert data["url"] == host.url("/api/echo")  # neither scheme nor host taken from the forged headers
+    assert data["headers"]["x-forwarded-for"] == "203.0.113.7"  # passed on, as Azure's front end does
+
+
+# --- body size -------------------------------------------------------------------------------------
+
+
+def test_declared_body_over_the_limit_answers_413_before_the_function_runs(small_body_host: Host) -> None:
+    """write_thing answers 200 without reading the body, so a 413 can only come from the host."""
+    url = small_body_host.url("/api/methods")
+    assert requests.post(url, data=b"x" * SMALL_BODY_LIMIT, timeout=5).status_code == 200
+    response = requests.post(url, data=b"x" * (SMALL_BODY_LIMIT + 1), timeout=5)
+    assert (response.status_code, response.content) == (413, b"")
+
+
+def test_chunked_body_over_the_limit_answers_413_while_it_is_received(small_body_host: Host) -> None:
+    url = small_body_host.url("/api/body-size")
+    with requests.Session() as session:
+        within = session.post(url, data=iter([b"x" * 600, b"x" * 400]), timeout=5)
+        assert within.json() == {"size": SMALL_BODY_LIMIT}
+        over = session.post(url, data=iter([b"x" * 600, b"x" * 600, b"x" * 600]), timeout=5)
+        assert (over.status_code, over.content) == (413, b"")
+        assert session.post(url, data=b"after", timeout=5).json() == {"size": 5}
+    assert "function body_size: request body over 1000 bytes" in small_body_host.log()
 
 
 # --- keys ------------------------------------------------------------------------------------------
@@ -343,7 +433,7 @@ def test_auth_levels(host: Host, path: str, headers: dict, query: str, status: i
 
 def test_code_parameter_is_passed_on_to_the_function(host: Host) -> None:
     response = requests.get(host.url("/api/secure/function?code=key-one&x=1"), timeout=5)
-    assert response.json()["params"] == {"code": "key-one", "x": "1"}
+    assert response.json()["query"] == "code=key-one&x=1"
 
 
 @pytest.mark.parametrize(
@@ -365,10 +455,10 @@ def test_without_a_configured_key_anonymous_functions_still_answer(keyless_host:
 # --- settings --------------------------------------------------------------------------------------
 
 TEMP_APP = """
-import json
 import os
 
 import azure.functions as func
+from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
 AT_IMPORT = os.environ.get("HOST_TEST_FROM_SETTINGS")
 NAMES = ("HOST_TEST_FROM_SETTINGS", "HOST_TEST_PRESET", "HOST_TEST_EMPTY", "HOST_TEST_EMPTY_IN_ENV")
@@ -376,9 +466,9 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 
 @app.route(route="hello")
-def hello(req: func.HttpRequest) -> func.HttpResponse:
-    data = {"url": req.url, "at_import": AT_IMPORT, "env": {name: os.environ.get(name) for name in NAMES}}
-    return func.HttpResponse(json.dumps(data), mimetype="application/json")
+async def hello(req: Request) -> Response:
+    env = {name: os.environ.get(name) for name in NAMES}
+    return JSONResponse({"url": str(req.url), "at_import": AT_IMPORT, "env": env})
 """
 
 
@@ -488,8 +578,8 @@ def app_with_route(route: str) -> func.FunctionApp:
     app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
     @app.route(route=route)
-    def only(req: func.HttpRequest) -> func.HttpResponse:
-        return func.HttpResponse(json.dumps({"route_params": dict(req.route_params), "url": req.url}))
+    async def only(req: Request) -> Response:
+        return JSONResponse({"route_params": dict(req.path_params), "url": str(req.url)})
 
     return app
 
@@ -510,22 +600,42 @@ def app_with_route(route: str) -> func.FunctionApp:
 )
 def test_routes_azure_would_refuse_are_refused(functions_host: ModuleType, route: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        functions_host.build_wsgi_app(app_with_route(route), "api", function_keys=[])
+        functions_host.build_asgi_app(app_with_route(route), "api", function_keys=[])
 
 
-def test_python_api_serves_any_wsgi_server(functions_host: ModuleType) -> None:
-    """Without waitress's REQUEST_URI the decoded PATH_INFO is used; keys can be given directly."""
-    wsgi_app = functions_host.build_wsgi_app(app_with_route("x/{name}"), "", function_keys=["k"])
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": "/x/ä b".encode().decode("latin-1"),  # PEP 3333: bytes as latin-1
-        "QUERY_STRING": "code=k",
-        "SERVER_NAME": "testhost",
-        "SERVER_PORT": "80",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b""),
+def test_functions_that_are_not_async_are_refused(functions_host: ModuleType) -> None:
+    """They would block the host's one event loop, and every other request with it."""
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @app.route(route="sync")
+    def blocking(req: Request) -> Response:
+        return Response()
+
+    with pytest.raises(ValueError, match="function blocking: must be 'async def'"):
+        functions_host.build_asgi_app(app, "api", function_keys=[])
+
+
+def test_python_api_is_a_plain_asgi_app(functions_host: ModuleType) -> None:
+    """Without a server's raw_path the decoded path is used; keys can be given directly."""
+    asgi_app = functions_host.build_asgi_app(app_with_route("x/{name}"), "", function_keys=["k"])
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "GET",
+        "scheme": "http",
+        "server": ("testhost", 80),
+        "path": "/x/ä b",
+        "query_string": b"code=k",
+        "headers": [],
     }
-    started: list[str] = []
-    body = b"".join(wsgi_app(environ, lambda status, headers: started.append(status)))
-    assert started == ["200 OK"]
-    assert json.loads(body) == {"route_params": {"name": "ä b"}, "url": "http://testhost:80/x/%C3%A4%20b?code=k"}
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(asgi_app(scope, receive, send))
+    assert sent[0]["status"] == 200
+    body = b"".join(message.get("body", b"") for message in sent[1:])
+    assert json.loads(body)["route_params"] == {"name": "ä b"}
