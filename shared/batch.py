@@ -29,8 +29,9 @@ TAIL = b"]}"
 
 
 def outcome_entry(status: str, code: str, diagnostics: str) -> bytes:
-    """A batch-response entry that carries an OperationOutcome in place of the provider's answer."""
-    return json.dumps({"response": {"status": status, "outcome": operation_outcome(code, diagnostics)}},
+    """A batch-response entry that carries an OperationOutcome in place of the provider's answer, as
+    `resource` like every failed entry (DSTU2's entry.response has no `outcome` element)."""
+    return json.dumps({"response": {"status": status}, "resource": operation_outcome(code, diagnostics)},
                       separators=(",", ":")).encode()
 
 
