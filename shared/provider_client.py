@@ -124,6 +124,10 @@ class ProviderClient:
             self._session = aiohttp.ClientSession(
                 connector=connector, trust_env=False, auto_decompress=True,
                 timeout=aiohttp.ClientTimeout(total=None, connect=self._connect, sock_read=self._read))
+            # aiohttp silently re-sends an idempotent request once when the connection breaks; the
+            # retry policy must be this module's alone (attempts are counted in the fault tests).
+            # No public switch exists in the pinned 3.14; tests/test_provider_faults.py fails if it moves.
+            self._session._retry_connection = False
             self._loop = loop
         return self._session
 
