@@ -188,10 +188,16 @@ def render(node: Any) -> str:
 
 
 def resources(path: Path, type_: str | None = None) -> dict[str, dict[str, Any]]:
-    """Resources declared (not `existing`) in a file, optionally of one type."""
+    """Resources declared (not `existing`) in a file, optionally of one type. A conditional resource
+    (`= if (...) {...}`) comes with its body as `config`, like the others, and its `condition` beside it."""
     found = parsed(path).get("resources") or {}
-    return {
+    declared = {
         name: res for name, res in found.items() if not res.get("existing") and (type_ is None or res["type"] == type_)
+    }
+    return {
+        name: {**res, "config": res["config"]["config"], "condition": res["config"]["condition"]}
+        if set(res["config"]) == {"condition", "config"} else res
+        for name, res in declared.items()
     }
 
 
