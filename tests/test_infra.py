@@ -885,6 +885,135 @@ def test_every_package_the_deployed_code_imports_is_pinned() -> None:
         )
 
 
+# --- alerts and the workbook over the audit lines ------------------------------------------------------
+
+ALERTS = INFRA / "modules" / "monitoring-alerts.bicep"
+
+
+def audit_fields() -> dict[str, set[str]]:
+    """Audit event name -> the fields the deployed code writes for it: each dict literal with a
+    constant "event" key, plus later `record["x"] = ...` on the same name in the same module."""
+    fields: dict[str, set[str]] = {}
+    for path in DEPLOYED_CODE:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        records: dict[str, str] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Dict):
+                keys = [k.value for k in node.value.keys if isinstance(k, ast.Constant)]
+                event = next((v.value for k, v in zip(node.value.keys, node.value.values, strict=True)
+                              if isinstance(k, ast.Constant) and k.value == "event" and isinstance(v, ast.Constant)),
+                             None)
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                if event is not None:
+                    fields.setdefault(event, set()).update(keys)
+                    records.update({t.id: event for t in targets if isinstance(t, ast.Name)})
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+                            and target.value.id in records and isinstance(target.slice, ast.Constant)):
+                        fields[records[target.value.id]].add(target.slice.value)
+    return fields
+
+
+def expand(text: str, path: Path) -> str:
+    """A Bicep string (or the name of a string variable) with its ${...} interpolations of variables
+    and parameter defaults filled in."""
+    doc = parsed(path)
+    variables, params = doc.get("variables") or {}, doc.get("parameters") or {}
+    if text in variables:
+        return expand(variables[text]["value"], path)
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in variables:
+            return expand(variables[name]["value"], path)
+        assert name in params and params[name]["default"] is not None, f"{rel(path)}: cannot fill ${{{name}}}"
+        return str(params[name]["default"])
+    return re.sub(r"\$\{(\w+)\}", value, text)
+
+
+def alert_queries() -> dict[str, str]:
+    """Every KQL query in the alerts module: the log alert rules' and the workbook's."""
+    queries = {
+        name: expand(res["config"]["properties"]["criteria"]["allOf"][0]["query"], ALERTS)
+        for name, res in resources(ALERTS, "Microsoft.Insights/scheduledQueryRules").items()
+    }
+    for name, query in parsed(ALERTS)["variables"]["workbookQueries"]["value"].items():
+        queries[f"workbook.{name}"] = expand(query, ALERTS)
+    return queries
+
+
+def test_alert_rules_watch_5xx_provider_failures_per_tenant_key_vault_throttling_and_token_spikes() -> None:
+    rules = resources(ALERTS, "Microsoft.Insights/scheduledQueryRules")
+    assert set(rules) == {"serverErrorRate", "upstreamFailureRate", "tokenFailureSpike"}
+    queries = alert_queries()
+    for name, res in rules.items():
+        props = res["config"]["properties"]
+        assert props["enabled"] is True and render(props["scopes"]) == "[appInsights.id]", name
+        assert props["actions"] == "logAlertActions", f"{name} notifies the action group"
+        assert props["autoMitigate"] is True, f"{name} resolves itself when the condition clears"
+    per_tenant = rules["upstreamFailureRate"]["config"]["properties"]["criteria"]["allOf"][0]
+    assert [d["name"] for d in per_tenant["dimensions"]] == ["tenant_id"], "one alert per tenant"
+    assert "by tenant_id" in queries["upstreamFailureRate"]
+    assert "status in (502, 504)" in queries["upstreamFailureRate"]
+    assert "status >= 500" in queries["serverErrorRate"]
+    assert 'outcome != "issued"' in queries["tokenFailureSpike"]
+    throttling = one(ALERTS, "Microsoft.Insights/metricAlerts")
+    criterion = throttling["properties"]["criteria"]["allOf"][0]
+    assert render(throttling["properties"]["scopes"]) == "[vault.id]"
+    assert (criterion["metricNamespace"], criterion["metricName"]) == ("Microsoft.KeyVault/vaults", "ServiceApiResult")
+    assert criterion["dimensions"] == [{"name": "StatusCode", "operator": "Include", "values": ["429"]}]
+    existing = parsed(ALERTS)["resources"]
+    assert resolve(existing["vault"]["config"]["name"], ALERTS)[0] == "vault.name", "watches the gateway's vault"
+    assert resolve(existing["appInsights"]["config"]["name"], ALERTS)[0] == "appInsights.name"
+
+
+def test_alerts_email_the_address_given_as_a_parameter() -> None:
+    group = resources(ALERTS, "Microsoft.Insights/actionGroups")["actionGroup"]
+    assert render(group["condition"]) == "not(empty(alertEmailAddress))", "no address, no action group"
+    receivers = group["config"]["properties"]["emailReceivers"]
+    assert [r["emailAddress"] for r in receivers] == ["alertEmailAddress"]
+    assert resolve("alertEmailAddress", ALERTS) == ("alertEmailAddress", MAIN), "main.bicep's parameter"
+    assert parsed(MAIN)["parameters"]["alertEmailAddress"]["default"] == ""
+    azd = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert azd["alertEmailAddress"]["value"] == "${ALERT_EMAIL_ADDRESS}", "azd env set ALERT_EMAIL_ADDRESS"
+    actions = parsed(ALERTS)["variables"]["logAlertActions"]["value"]["actionGroups"]
+    assert render(actions) == "empty(alertEmailAddress) ? [] : [actionGroup.id]"
+    metric_actions = one(ALERTS, "Microsoft.Insights/metricAlerts")["properties"]["actions"]
+    assert render(metric_actions) == "empty(alertEmailAddress) ? [] : [{actionGroupId: actionGroup.id}]"
+
+
+def test_workbook_shows_requests_latency_percentiles_by_tenant_upstream_errors_and_token_outcomes() -> None:
+    workbook = one(ALERTS, "Microsoft.Insights/workbooks")
+    assert workbook["kind"] == "shared" and render(workbook["properties"]["sourceId"]) == "appInsights.id"
+    assert render(workbook["properties"]["serializedData"]) == "string(workbookContent)"
+    content = parsed(ALERTS)["variables"]["workbookContent"]["value"]
+    assert content["version"] == "Notebook/1.0"
+    shown = {render(item["content"]["query"]) for item in content["items"] if item["type"] == 3}
+    assert shown == {f"workbookQueries.{name}" for name in ("requests", "latencyByTenant", "upstreamErrors",
+                                                             "tokenOutcomes")}
+    queries = alert_queries()
+    assert "percentile(duration_ms, 95)" in queries["workbook.latencyByTenant"]
+    assert "by tenant_id" in queries["workbook.latencyByTenant"]
+    assert "by outcome" in queries["workbook.tokenOutcomes"]
+
+
+def test_alert_and_workbook_queries_read_only_fields_the_audit_lines_carry() -> None:
+    """The queries parse the JSON audit lines; a renamed field in the code would silently empty an
+    alert. Every event they filter on is one the code emits, and every field they read, one it writes."""
+    written = audit_fields()
+    assert {"fhir-request", "token-request"} <= set(written), f"audit events found in the code: {sorted(written)}"
+    for name, query in alert_queries().items():
+        events = set(re.findall(r'tostring\(audit\.event\) == "([\w-]+)"', query))
+        assert len(events) == 1, f"{name}: filters on one audit event, found {events}"
+        event = events.pop()
+        assert event in written, f"{name}: the code writes no {event!r} audit line"
+        read = set(re.findall(r"\baudit\.(\w+)", query)) - {"event"}
+        assert read, f"{name} reads no audit field"
+        assert read <= written[event], f"{name} reads {sorted(read - written[event])}, not in the {event} audit line"
+
+
 # --- checkov --------------------------------------------------------------------------------------
 
 

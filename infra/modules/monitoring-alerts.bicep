@@ -267,10 +267,10 @@ var lastDay = {
 }
 
 var workbookQueries = {
-  requests: '${fhirRequests} | summarize requests = count() by status_class = strcat(tostring(status / 100), "xx"), bin(timestamp, 15m) | render timechart'
+  requests: '${fhirRequests} | summarize requests = count() by status_class = strcat(tostring(status / 100), "xx"), bin(timestamp, 15m)'
   latencyByTenant: '${fhirRequests} | summarize requests = count(), p50_ms = percentile(duration_ms, 50), p95_ms = percentile(duration_ms, 95), p99_ms = percentile(duration_ms, 99), upstream_p50_ms = percentile(upstream_ms, 50), upstream_p95_ms = percentile(upstream_ms, 95) by tenant_id | order by p95_ms desc'
-  upstreamErrors: '${fhirRequests} | where ${upstreamFailed} | summarize upstream_failures = count() by tenant_id, bin(timestamp, 15m) | render timechart'
-  tokenOutcomes: '${tokenRequests} | summarize requests = count() by outcome, bin(timestamp, 15m) | render timechart'
+  upstreamErrors: '${fhirRequests} | where ${upstreamFailed} | summarize upstream_failures = count() by tenant_id, bin(timestamp, 15m)'
+  tokenOutcomes: '${tokenRequests} | summarize requests = count() by outcome, bin(timestamp, 15m)'
 }
 
 var workbookContent = {
