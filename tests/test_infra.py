@@ -994,14 +994,15 @@ def test_workbook_shows_requests_latency_percentiles_by_tenant_upstream_errors_a
     assert shown == {f"workbookQueries.{name}" for name in ("requests", "latencyByTenant", "upstreamErrors",
                                                              "tokenOutcomes")}
     queries = alert_queries()
-    assert "percentile(duration_ms, 95)" in queries["workbook.latencyByTenant"]
+    assert "percentilew(duration_ms, itemCount, 95)" in queries["workbook.latencyByTenant"]
     assert "by tenant_id" in queries["workbook.latencyByTenant"]
     assert "by outcome" in queries["workbook.tokenOutcomes"]
 
 
 def test_alert_and_workbook_queries_read_only_fields_the_audit_lines_carry() -> None:
     """The queries parse the JSON audit lines; a renamed field in the code would silently empty an
-    alert. Every event they filter on is one the code emits, and every field they read, one it writes."""
+    alert. Every event they filter on is one the code emits, and every field they read, one it writes.
+    Functions samples traces adaptively by default, so counts go through itemCount."""
     written = audit_fields()
     assert {"fhir-request", "token-request"} <= set(written), f"audit events found in the code: {sorted(written)}"
     for name, query in alert_queries().items():
@@ -1009,6 +1010,9 @@ def test_alert_and_workbook_queries_read_only_fields_the_audit_lines_carry() -> 
         assert len(events) == 1, f"{name}: filters on one audit event, found {events}"
         event = events.pop()
         assert event in written, f"{name}: the code writes no {event!r} audit line"
+        assert "itemCount" in query and not re.search(r"\bcount(if)?\(|\bpercentiles?\(", query), (
+            f"{name}: Functions samples traces; count with sum(itemCount), weight percentiles by itemCount"
+        )
         read = set(re.findall(r"\baudit\.(\w+)", query)) - {"event"}
         assert read, f"{name} reads no audit field"
         assert read <= written[event], f"{name} reads {sorted(read - written[event])}, not in the {event} audit line"

@@ -6,6 +6,10 @@
 // (event "token-request": outcome, client_id, tenant_id). The Functions host sends them to
 // Application Insights as traces; the queries below parse the JSON in `message`. Key Vault's own
 // ServiceApiResult metric shows its throttling (HTTP 429), whatever the app logged.
+//
+// Azure Functions samples Application Insights telemetry adaptively by default, traces included:
+// one stored line can stand for several (its itemCount). Every count and percentile below is
+// weighted by itemCount, so rates and spikes stay right under sampling.
 // tests/test_infra.py checks that every audit field a query reads is one the code writes.
 
 @description('Prefix of the alert rule, action group and workbook names.')
@@ -94,12 +98,12 @@ var upstreamFailed = 'status in (502, 504)'
 
 // --- alert rules -------------------------------------------------------------------------------------
 
-var serverErrorQuery = '${fhirRequests} | summarize requests = count(), server_errors = countif(status >= 500) | where requests >= ${minimumRequests} | extend error_percent = 100.0 * server_errors / requests'
+var serverErrorQuery = '${fhirRequests} | summarize requests = sum(itemCount), server_errors = sumif(itemCount, status >= 500) | where requests >= ${minimumRequests} | extend error_percent = 100.0 * server_errors / requests'
 
-var upstreamFailureQuery = '${fhirRequests} | where isnotempty(tenant_id) | summarize requests = count(), upstream_failures = countif(${upstreamFailed}) by tenant_id | where requests >= ${minimumRequests} | extend failure_percent = 100.0 * upstream_failures / requests'
+var upstreamFailureQuery = '${fhirRequests} | where isnotempty(tenant_id) | summarize requests = sum(itemCount), upstream_failures = sumif(itemCount, ${upstreamFailed}) by tenant_id | where requests >= ${minimumRequests} | extend failure_percent = 100.0 * upstream_failures / requests'
 
 // The last 15 minutes against the 95 quarter-hours before them (the rule's window is one day).
-var tokenFailureSpikeQuery = '${tokenRequests} | where outcome != "issued" | summarize recent = countif(timestamp > ago(15m)), earlier = countif(timestamp <= ago(15m)) | extend usual = earlier / 95.0 | where recent >= ${tokenFailureSpikeMinimum} and recent > ${tokenFailureSpikeFactor} * usual'
+var tokenFailureSpikeQuery = '${tokenRequests} | where outcome != "issued" | summarize recent = sumif(itemCount, timestamp > ago(15m)), earlier = sumif(itemCount, timestamp <= ago(15m)) | extend usual = earlier / 95.0 | where recent >= ${tokenFailureSpikeMinimum} and recent > ${tokenFailureSpikeFactor} * usual'
 
 resource serverErrorRate 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   name: 'alert-${namePrefix}-fhir-5xx-rate'
@@ -267,10 +271,10 @@ var lastDay = {
 }
 
 var workbookQueries = {
-  requests: '${fhirRequests} | summarize requests = count() by status_class = strcat(tostring(status / 100), "xx"), bin(timestamp, 15m)'
-  latencyByTenant: '${fhirRequests} | summarize requests = count(), p50_ms = percentile(duration_ms, 50), p95_ms = percentile(duration_ms, 95), p99_ms = percentile(duration_ms, 99), upstream_p50_ms = percentile(upstream_ms, 50), upstream_p95_ms = percentile(upstream_ms, 95) by tenant_id | order by p95_ms desc'
-  upstreamErrors: '${fhirRequests} | where ${upstreamFailed} | summarize upstream_failures = count() by tenant_id, bin(timestamp, 15m)'
-  tokenOutcomes: '${tokenRequests} | summarize requests = count() by outcome, bin(timestamp, 15m)'
+  requests: '${fhirRequests} | summarize requests = sum(itemCount) by status_class = strcat(tostring(status / 100), "xx"), bin(timestamp, 15m)'
+  latencyByTenant: '${fhirRequests} | summarize requests = sum(itemCount), p50_ms = percentilew(duration_ms, itemCount, 50), p95_ms = percentilew(duration_ms, itemCount, 95), p99_ms = percentilew(duration_ms, itemCount, 99), upstream_p50_ms = percentilew(upstream_ms, itemCount, 50), upstream_p95_ms = percentilew(upstream_ms, itemCount, 95) by tenant_id | order by p95_ms desc'
+  upstreamErrors: '${fhirRequests} | where ${upstreamFailed} | summarize upstream_failures = sum(itemCount) by tenant_id, bin(timestamp, 15m)'
+  tokenOutcomes: '${tokenRequests} | summarize requests = sum(itemCount) by outcome, bin(timestamp, 15m)'
 }
 
 var workbookContent = {
