@@ -110,6 +110,9 @@ def _token_url(statement: dict[str, Any]) -> str:
 
 
 class Doctor:
+    """Runs the checks in the order the Patients app depends on them, and keeps going after a failure:
+    an operator wants every broken thing in one report, not the first one."""
+
     def __init__(self, api_base: str, manage: ManageApi, probe: ProbeClient, timeout: float,
                  session: requests.Session | None = None) -> None:
         self._api, self._manage, self._probe, self._timeout = api_base, manage, probe, timeout
@@ -140,6 +143,8 @@ class Doctor:
     # --- the checks -------------------------------------------------------------------------------------
 
     def run(self, only_tenants: list[str] | None) -> list[Check]:
+        """Health, then discovery (the app's first calls, without a token) and the signing keys, then
+        each tenant's token, from the token URL the capability statement advertises, and search."""
         self._record("health", self._api, self._health)
         facades: dict[str, str] = {}
         for version in (*REQUIRED_FACADES, *OPTIONAL_FACADES):
