@@ -80,7 +80,7 @@ param appSubnetId string = ''
 @maxValue(100)
 param flexAlwaysReadyInstances int = 0
 
-@description('Flex Consumption: most instances the app scales out to (40-1000; 40 is the platform\'s lowest allowed maximum).')
+@description('Flex Consumption: most instances the app scales out to (40-1000, the range Microsoft\'s Flex Consumption quickstart template allows).')
 @minValue(40)
 @maxValue(1000)
 param flexMaximumInstanceCount int = 40

@@ -57,7 +57,7 @@ param appSubnetId string = ''
 @description('Spread instances across availability zones (not every region supports it). Elastic Premium then runs at least 2 instances (premiumCapacity); Flex Consumption keeps at least 2 always-ready instances.')
 param zoneRedundant bool = false
 
-@description('Flex Consumption: most instances the app scales out to (40-1000; 40 is the platform\'s lowest allowed maximum).')
+@description('Flex Consumption: most instances the app scales out to (40-1000, the range Microsoft\'s Flex Consumption quickstart template allows).')
 @minValue(40)
 @maxValue(1000)
 param flexMaximumInstanceCount int = 40
