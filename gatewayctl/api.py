@@ -30,7 +30,7 @@ class Target:
     key: str
 
 
-def _stack_facts() -> dict[str, Any]:
+def stack_facts() -> dict[str, Any]:
     """The facts scripts/dev writes for the local stack, when run from the repo (as scripts/dev is)."""
     path = Path.cwd() / STACK_FILE
     if not path.is_file():
@@ -46,7 +46,7 @@ def resolve_target(url: str | None, key: str | None, environ: Mapping[str, str] 
     file count: mixing a key from one source with a URL from another could send a key to the wrong gateway."""
     url, key = url or environ.get(URL_ENV), key or environ.get(KEY_ENV)
     if not url and not key:
-        facts = _stack_facts()
+        facts = stack_facts()
         url, key = facts.get("manage_url"), facts.get("manage_key")
     if not url:
         raise CtlError(f"no management URL: pass --url, set {URL_ENV}, or run from the repo while scripts/dev runs")
@@ -76,6 +76,11 @@ class ManageApi:
     def __init__(self, target: Target, session: requests.Session | None = None) -> None:
         self._target = target
         self._session = session or requests.Session()
+
+    @property
+    def target(self) -> Target:
+        """Where this API lives; `doctor` derives the gateway's other URLs from it."""
+        return self._target
 
     def call(self, method: str, path: str, *, body: Any = None, headers: Mapping[str, str] | None = None,
              what: str = "") -> Reply:

@@ -13,6 +13,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from gatewayctl.api import KEY_ENV, URL_ENV, CtlError, ManageApi, Stale, resolve_target
+from gatewayctl.doctor import ID_ENV as PROBE_ID_ENV
+from gatewayctl.doctor import SECRET_ENV as PROBE_SECRET_ENV
+from gatewayctl.doctor import doctor
 from gatewayctl.output import as_json, fields, table
 
 STALE = "changed by someone else since you read it; run show and retry"
@@ -290,6 +293,18 @@ def _add_invitations(commands: Any, common: argparse.ArgumentParser) -> None:
           common).add_argument("invitation_id")
 
 
+def _add_doctor(commands: Any, common: argparse.ArgumentParser) -> None:
+    parser = _leaf(commands, "doctor", "check a deployment end to end: discovery, health, and per tenant a token "
+                                       "and one Patient search (exit 1 on any failure)", doctor, common)
+    parser.add_argument("--tenant", action="append", metavar="TENANT_ID",
+                        help="check only this tenant (repeatable; default: every enabled tenant)")
+    parser.add_argument("--client-id", help=f"probe client id (default: ${PROBE_ID_ENV}, else the demo client in "
+                                            ".local/stack.json); every tenant must allow it")
+    parser.add_argument("--client-secret", help=f"probe client secret (default: ${PROBE_SECRET_ENV}; prefer the "
+                                                "variable: flags show in process lists)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gatewayctl", parents=[_common(defaults=True)],
@@ -305,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Rotate the token signing key.").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     _leaf(keys, "rotate", "create a new signing key; old ones keep verifying", signing_key_rotate, common)
+    _add_doctor(commands, common)
     return parser
 
 

@@ -21,7 +21,48 @@ targetScope = 'resourceGroup'
 @description('Environment name (azd: AZURE_ENV_NAME). Seeds every resource name; tagged as azd-env-name.')
 param environmentName string
 
-@description('Region for every resource. Flex Consumption is not offered everywhere: az functionapp list-flexconsumption-locations.')
+// Regions that offer Flex Consumption, the default plan.
+// Source: the @allowed list on `location` in Microsoft's Flex Consumption azd samples,
+//   https://github.com/Azure-Samples/functions-quickstart-dotnet-azd/blob/main/infra/main.bicep (changed 2026-02-21)
+//   https://github.com/Azure-Samples/functions-quickstart-python-http-azd/blob/main/infra/main.bicep (same 32 names)
+// Retrieved: 2026-11-30. Microsoft's docs publish no fixed list; the live one for a subscription is
+// `az functionapp list-flexconsumption-locations` (with `--zone-redundant true` for zone redundancy).
+// Elastic Premium is offered in more regions: extend this list when a customer needs one of them.
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'eastus2euap'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
+@description('Region for every resource: one that offers Flex Consumption (list above, with its source and date).')
 param location string = resourceGroup().location
 
 @allowed([
@@ -39,17 +80,17 @@ param appSubnetId string = ''
 @maxValue(100)
 param flexAlwaysReadyInstances int = 0
 
-@description('Flex Consumption: most instances the app scales out to.')
-@minValue(1)
+@description('Flex Consumption: most instances the app scales out to (40-1000, the range Microsoft\'s Flex Consumption quickstart template allows).')
+@minValue(40)
 @maxValue(1000)
 param flexMaximumInstanceCount int = 40
 
-@description('Elastic Premium: always-ready instances (billed continuously).')
+@description('Elastic Premium: always-ready instances (billed continuously). With zoneRedundant the plan runs at least 2 (the platform enforces and bills that minimum).')
 @minValue(1)
 @maxValue(20)
 param premiumMinimumInstances int = 1
 
-@description('Spread the plan across availability zones where the region supports it.')
+@description('Spread the plan across availability zones where the region supports it. Use a zone-redundant storageSkuName (Standard_ZRS or Standard_GZRS) with it. Flex Consumption then keeps at least 2 always-ready instances, billed as such; Elastic Premium at least 2 instances.')
 param zoneRedundant bool = false
 
 @description('Storage replication for host storage and the tenants/clients tables.')
@@ -78,6 +119,9 @@ param logRetentionInDays int = 30
 
 @description('Daily Log Analytics ingestion cap in GB; -1 = no cap. A cap bounds cost but drops telemetry, audit events included, once reached.')
 param logDailyQuotaGb int = -1
+
+@description('Who gets the gateway\'s alert emails (5xx rate, upstream failures per tenant, Key Vault throttling, token failure spikes). Empty: the alert rules still fire and show in the portal, but notify nobody.')
+param alertEmailAddress string = ''
 
 // Gateway settings. Each default equals the default in shared/settings.py (tests/test_infra.py
 // checks it), so an unchanged deployment behaves like an unconfigured local run.
@@ -251,6 +295,20 @@ module roles 'modules/roles.bicep' = {
     storageAccountName: storage.outputs.name
     keyVaultName: keyVault.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+  }
+}
+
+// Alert rules (5xx rate, provider failures per tenant, Key Vault throttling, token failure spikes)
+// and the operations workbook, over the gateway's audit lines in Application Insights.
+module alerts 'modules/monitoring-alerts.bicep' = {
+  name: 'alerts-${resourceToken}'
+  params: {
+    namePrefix: 'fhirgw-${resourceToken}'
+    location: location
+    tags: tags
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    keyVaultName: keyVault.outputs.name
+    alertEmailAddress: alertEmailAddress
   }
 }
 

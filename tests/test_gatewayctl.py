@@ -26,7 +26,7 @@ DEMO_NAME = "Demo hospital (STU3)"
 STALE = "changed by someone else since you read it; run show and retry"
 LEAVES = [["tenants", a] for a in ("add", "update", "list", "show", "disable", "remove")] + \
          [["clients", a] for a in ("list", "show", "disable")] + \
-         [["invitations", a] for a in ("create", "list", "revoke")] + [["signing-key", "rotate"]]
+         [["invitations", a] for a in ("create", "list", "revoke")] + [["signing-key", "rotate"], ["doctor"]]
 
 
 def ctl(facts: dict[str, Any] | None, *args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:

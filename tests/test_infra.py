@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib.metadata
 import json
 import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
+import sys
+from datetime import date
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
+from pathspec import GitIgnoreSpec
 from pycep import BicepParser
 
 from shared.urls import Urls
@@ -190,10 +194,16 @@ def render(node: Any) -> str:
 
 
 def resources(path: Path, type_: str | None = None) -> dict[str, dict[str, Any]]:
-    """Resources declared (not `existing`) in a file, optionally of one type."""
+    """Resources declared (not `existing`) in a file, optionally of one type. A conditional resource
+    (`= if (...) {...}`) comes with its body as `config`, like the others, and its `condition` beside it."""
     found = parsed(path).get("resources") or {}
-    return {
+    declared = {
         name: res for name, res in found.items() if not res.get("existing") and (type_ is None or res["type"] == type_)
+    }
+    return {
+        name: {**res, "config": res["config"]["config"], "condition": res["config"]["condition"]}
+        if set(res["config"]) == {"condition", "config"} else res
+        for name, res in declared.items()
     }
 
 
@@ -652,6 +662,362 @@ def test_deploy_doc_only_names_outputs_that_exist() -> None:
     assert named <= set(parsed(MAIN)["outputs"]), (
         f"unknown outputs in docs/deploy.md: {named - set(parsed(MAIN)['outputs'])}"
     )
+
+
+# --- deploy guards (issue #15): region, scale floor, zone redundancy, package contents, pins ------------
+
+MAIN_LOCATION_SOURCE = re.compile(r"^// Source: .*\n(?://\s+https://\S+.*\n)+", re.MULTILINE)
+RETRIEVED = re.compile(r"^// Retrieved: (\d{4}-\d{2}-\d{2})\.", re.MULTILINE)
+
+
+def decorator(param: dict[str, Any], kind: str) -> Any:
+    found = [d["argument"] for d in param["decorators"] if d["type"] == kind]
+    assert len(found) == 1, f"expected one @{kind}"
+    return found[0]
+
+
+def test_location_is_limited_to_flex_consumption_regions_listed_with_source_and_date() -> None:
+    regions = decorator(parsed(MAIN)["parameters"]["location"], "allowed")
+    assert len(regions) >= 20 and regions == sorted(set(regions)), "one sorted list, no duplicates"
+    assert all(re.fullmatch(r"[a-z][a-z0-9]*", r) for r in regions), "names as az account list-locations gives them"
+    text = MAIN.read_text()
+    header = text[: text.index("param location string")]
+    assert MAIN_LOCATION_SOURCE.search(header), "the list names its source (https URLs) on a '// Source:' line"
+    retrieved = RETRIEVED.search(header)
+    assert retrieved, "the list says when it was retrieved ('// Retrieved: YYYY-MM-DD.')"
+    assert date.fromisoformat(retrieved.group(1)) <= date.today()
+    assert "az functionapp list-flexconsumption-locations" in header, "how to refresh the list"
+    docs = (ROOT / "README.md").read_text() + (ROOT / "docs" / "deploy.md").read_text()
+    for example in re.findall(r"--location (\w+)", docs):
+        assert example in regions, f"the docs deploy to {example}, which the template refuses"
+
+
+def test_flex_maximum_instance_count_has_the_platform_floor_of_40() -> None:
+    for path in (MAIN, FUNCTIONAPP):
+        param = parsed(path)["parameters"]["flexMaximumInstanceCount"]
+        assert decorator(param, "min_value") == 40, f"{rel(path)}: @minValue(40), as Microsoft's Flex samples"
+        assert decorator(param, "max_value") == 1000, rel(path)
+        assert 40 <= param["default"] <= 1000, rel(path)
+    passed = parsed(MAIN)["modules"][module_symbol(FUNCTIONAPP)]["config"]["params"]
+    assert passed["flexMaximumInstanceCount"] == "flexMaximumInstanceCount"
+    flex = parsed(FUNCTIONAPP)["variables"]["flexFunctionAppConfig"]["value"]
+    assert flex["scaleAndConcurrency"]["maximumInstanceCount"] == "flexMaximumInstanceCount"
+
+
+_BINARY = {
+    "and": lambda a, b: a and b,
+    "or": lambda a, b: a or b,
+    "equals": lambda a, b: a == b,
+    "not_equals": lambda a, b: a != b,
+    "greater_than": lambda a, b: a > b,
+    "greater_than_or_equals": lambda a, b: a >= b,
+    "less_than": lambda a, b: a < b,
+    "less_than_or_equals": lambda a, b: a <= b,
+}
+
+
+def evaluate(node: Any, path: Path, env: dict[str, Any]) -> Any:
+    """The value of a Bicep expression for given parameter values: variables, conditionals, logic,
+    comparisons and min/max, which is what a guard is made of. Checks a guard's effect without Azure.
+    Anything else fails loudly rather than being guessed."""
+    if node is None or isinstance(node, bool | int):
+        return node
+    if isinstance(node, str):
+        variables = parsed(path).get("variables") or {}
+        if node in env:
+            return env[node]
+        if node in variables:
+            return evaluate(variables[node]["value"], path, env)
+        return node  # a string literal
+    if isinstance(node, dict) and set(node) == {"operator"}:
+        op, operands = node["operator"]["type"], node["operator"]["operands"]
+        if op == "conditional":
+            branch = "true_value" if evaluate(operands["condition"], path, env) else "false_value"
+            return evaluate(operands[branch], path, env)
+        if op == "not":
+            return not evaluate(operands["bool_value"], path, env)
+        if op in _BINARY:
+            return _BINARY[op](evaluate(operands["operand_1"], path, env), evaluate(operands["operand_2"], path, env))
+    if isinstance(node, dict) and set(node) == {"function"} and node["function"]["type"] in ("max", "min"):
+        args = [evaluate(v, path, env) for v in node["function"]["parameters"].values() if v is not None]
+        return max(args) if node["function"]["type"] == "max" else min(args)
+    if isinstance(node, dict) and not set(node) & {"operator", "function"}:
+        return {key: evaluate(value, path, env) for key, value in node.items()}
+    raise AssertionError(f"cannot evaluate {render(node)} in {rel(path)}")
+
+
+def test_zone_redundant_elastic_premium_never_runs_below_two_instances() -> None:
+    """Microsoft's "Reliability in Azure Functions" (Premium): a zone-redundant plan needs at least two
+    instances. Every allowed premiumMinimumInstances is tried, with and without zone redundancy."""
+    plan = one(FUNCTIONAPP, "Microsoft.Web/serverfarms")
+    site = one(FUNCTIONAPP, "Microsoft.Web/sites")
+    param = parsed(FUNCTIONAPP)["parameters"]["premiumMinimumInstances"]
+    low, high = decorator(param, "min_value"), decorator(param, "max_value")
+    for zone_redundant in (False, True):
+        for minimum in range(low, high + 1):
+            env = {"hostingPlan": "ElasticPremium", "zoneRedundant": zone_redundant, "premiumMinimumInstances": minimum}
+            capacity = evaluate(plan["sku"], FUNCTIONAPP, env)["capacity"]
+            always_ready = evaluate(site["properties"]["siteConfig"]["minimumElasticInstanceCount"], FUNCTIONAPP, env)
+            assert capacity == always_ready, f"plan capacity {capacity} != app minimum {always_ready} ({env})"
+            assert capacity == (max(minimum, 2) if zone_redundant else minimum), env
+            assert evaluate(plan["properties"]["zoneRedundant"], FUNCTIONAPP, env) is zone_redundant
+    flex = {"hostingPlan": "FlexConsumption", "zoneRedundant": True, "premiumMinimumInstances": 1}
+    assert evaluate(plan["sku"], FUNCTIONAPP, flex) == {"name": "FC1", "tier": "FlexConsumption"}
+    passed = parsed(MAIN)["modules"][module_symbol(FUNCTIONAPP)]["config"]["params"]
+    assert passed["zoneRedundant"] == "zoneRedundant" and passed["premiumMinimumInstances"] == "premiumMinimumInstances"
+
+
+# What the Functions host runs, by rule rather than by list, so new modules under shared/ and new
+# dependencies need no change here: the entry point, the host and dependency files, and the shared
+# package (without bytecode caches).
+RUNTIME_FILES = {"function_app.py", "host.json", "requirements.txt"}
+RUNTIME_PACKAGES = {"shared"}
+
+# Untracked things an operator's checkout holds that must never be published: azd's environment
+# (.azure/<env>/.env holds the deployment outputs), virtual environments under the usual names,
+# dotenv files, local settings, caches, test output.
+LOCAL_ONLY_PATHS = [
+    ".azure/config.json",
+    ".azure/fhirgw-prod/.env",
+    ".azure/fhirgw-prod/config.json",
+    ".env",
+    ".venv/bin/python",
+    ".venv/lib/python3.11/site-packages/requests/__init__.py",
+    ".venv-tools/bin/checkov",
+    "venv/bin/python",
+    "gateway_env/lib/python3.11/site-packages/jwt/__init__.py",
+    "local.settings.json",
+    ".local/stack.json",
+    "node_modules/azurite/package.json",
+    "shared/__pycache__/proxy.cpython-311.pyc",
+    ".pytest_cache/v/cache/nodeids",
+    "test-artifacts/report.txt",
+    "bench/results/latest.json",
+]
+
+
+def is_runtime(path: str) -> bool:
+    parts = PurePosixPath(path).parts
+    if path in RUNTIME_FILES:
+        return True
+    return parts[0] in RUNTIME_PACKAGES and "__pycache__" not in parts and not path.endswith(".pyc")
+
+
+def test_funcignore_leaves_exactly_the_runtime_files_in_the_package() -> None:
+    """.funcignore has gitignore semantics for Core Tools (azure-functions-core-tools#341) and azd
+    (azure-dev#5383). Applied to every tracked file plus the local-only folders above, what remains
+    must be exactly what the host runs: no tools, tests, docs, azd environments or virtual envs."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    candidates = set(tracked.splitlines()) | set(LOCAL_ONLY_PATHS)
+    assert {"function_app.py", "host.json", "requirements.txt"} <= candidates
+    ignore = GitIgnoreSpec.from_lines((ROOT / ".funcignore").read_text().splitlines())
+    packaged = {path for path in candidates if not ignore.match_file(path)}
+    runtime = {path for path in candidates if is_runtime(path)}
+    assert not packaged - runtime, f"published but not needed at runtime: {sorted(packaged - runtime)}"
+    assert not runtime - packaged, f"needed at runtime but excluded: {sorted(runtime - packaged)}"
+
+
+def imported_modules(paths: list[Path]) -> dict[str, Path]:
+    """Every absolute import in the deployed code (lazy ones inside functions included) -> a file
+    that makes it."""
+    found: dict[str, Path] = {}
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                found.update({alias.name: path for alias in node.names})
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found[node.module] = path
+    return found
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@functools.cache
+def files_by_distribution() -> dict[str, str]:
+    """Installed file (as recorded, e.g. 'azure/core/__init__.py') -> the distribution that ships it."""
+    owners: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        for file in dist.files or ():
+            owners.setdefault(file.as_posix(), dist.metadata["Name"])
+    return owners
+
+
+def distribution_of(module: str) -> str | None:
+    """The distribution that provides `module`; None for the standard library and the app's own code.
+    A namespace package shared by several distributions (azure.*, azurefunctions.*) is resolved by
+    which one ships the module's files."""
+    top = module.split(".")[0]
+    if top in sys.stdlib_module_names or top in RUNTIME_PACKAGES or f"{top}.py" in RUNTIME_FILES:
+        return None
+    candidates = sorted(set(importlib.metadata.packages_distributions().get(top, [])))
+    if len(candidates) == 1:
+        return candidates[0]
+    parts = module.split(".")
+    for depth in range(len(parts), 0, -1):
+        stem = "/".join(parts[:depth])
+        for file in (f"{stem}/__init__.py", f"{stem}.py"):
+            if file in files_by_distribution():
+                return files_by_distribution()[file]
+    raise AssertionError(f"{module} is imported by the deployed code but not installed: pin it in "
+                         "requirements.txt and run scripts/setup")
+
+
+def test_every_package_the_deployed_code_imports_is_pinned() -> None:
+    """A package imported but only pulled in transitively (urllib3 by requests, say) changes version
+    whenever its parent does; the deployed code must not depend on that by accident. Each one is pinned
+    with == in requirements.txt, and the tests run against that very version."""
+    pins: dict[str, str] = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        requirement = line.split("#", 1)[0].strip()
+        if requirement:
+            match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)", requirement)
+            assert match, f"requirements.txt: {requirement!r} is not pinned with =="
+            pins[canonical(match.group(1))] = match.group(2)
+    imports = imported_modules(DEPLOYED_CODE)
+    needed = {dist: module for module in sorted(imports) if (dist := distribution_of(module))}
+    assert "azure-functions" in {canonical(d) for d in needed}, "the scan found no third-party imports"
+    for dist, module in sorted(needed.items()):
+        where = rel(imports[module])
+        assert canonical(dist) in pins, f"{where} imports {module} ({dist}), which requirements.txt does not pin"
+        installed = importlib.metadata.version(dist)
+        assert installed == pins[canonical(dist)], (
+            f"{dist}: requirements.txt pins {pins[canonical(dist)]}, the tests run {installed} (run scripts/setup)"
+        )
+
+
+# --- alerts and the workbook over the audit lines ------------------------------------------------------
+
+ALERTS = INFRA / "modules" / "monitoring-alerts.bicep"
+
+
+def audit_fields() -> dict[str, set[str]]:
+    """Audit event name -> the fields the deployed code writes for it: each dict literal with a
+    constant "event" key, plus later `record["x"] = ...` on the same name in the same module."""
+    fields: dict[str, set[str]] = {}
+    for path in DEPLOYED_CODE:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        records: dict[str, str] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Dict):
+                keys = [k.value for k in node.value.keys if isinstance(k, ast.Constant)]
+                event = next((v.value for k, v in zip(node.value.keys, node.value.values, strict=True)
+                              if isinstance(k, ast.Constant) and k.value == "event" and isinstance(v, ast.Constant)),
+                             None)
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                if event is not None:
+                    fields.setdefault(event, set()).update(keys)
+                    records.update({t.id: event for t in targets if isinstance(t, ast.Name)})
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+                            and target.value.id in records and isinstance(target.slice, ast.Constant)):
+                        fields[records[target.value.id]].add(target.slice.value)
+    return fields
+
+
+def expand(text: str, path: Path) -> str:
+    """A Bicep string (or the name of a string variable) with its ${...} interpolations of variables
+    and parameter defaults filled in."""
+    doc = parsed(path)
+    variables, params = doc.get("variables") or {}, doc.get("parameters") or {}
+    if text in variables:
+        return expand(variables[text]["value"], path)
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in variables:
+            return expand(variables[name]["value"], path)
+        assert name in params and params[name]["default"] is not None, f"{rel(path)}: cannot fill ${{{name}}}"
+        return str(params[name]["default"])
+    return re.sub(r"\$\{(\w+)\}", value, text)
+
+
+def alert_queries() -> dict[str, str]:
+    """Every KQL query in the alerts module: the log alert rules' and the workbook's."""
+    queries = {
+        name: expand(res["config"]["properties"]["criteria"]["allOf"][0]["query"], ALERTS)
+        for name, res in resources(ALERTS, "Microsoft.Insights/scheduledQueryRules").items()
+    }
+    for name, query in parsed(ALERTS)["variables"]["workbookQueries"]["value"].items():
+        queries[f"workbook.{name}"] = expand(query, ALERTS)
+    return queries
+
+
+def test_alert_rules_watch_5xx_provider_failures_per_tenant_key_vault_throttling_and_token_spikes() -> None:
+    rules = resources(ALERTS, "Microsoft.Insights/scheduledQueryRules")
+    assert set(rules) == {"serverErrorRate", "upstreamFailureRate", "tokenFailureSpike"}
+    queries = alert_queries()
+    for name, res in rules.items():
+        props = res["config"]["properties"]
+        assert props["enabled"] is True and render(props["scopes"]) == "[appInsights.id]", name
+        assert props["actions"] == "logAlertActions", f"{name} notifies the action group"
+        assert props["autoMitigate"] is True, f"{name} resolves itself when the condition clears"
+    per_tenant = rules["upstreamFailureRate"]["config"]["properties"]["criteria"]["allOf"][0]
+    assert [d["name"] for d in per_tenant["dimensions"]] == ["tenant_id"], "one alert per tenant"
+    assert "by tenant_id" in queries["upstreamFailureRate"]
+    assert "status in (502, 504)" in queries["upstreamFailureRate"]
+    assert "status >= 500" in queries["serverErrorRate"]
+    assert 'outcome != "issued"' in queries["tokenFailureSpike"]
+    throttling = one(ALERTS, "Microsoft.Insights/metricAlerts")
+    criterion = throttling["properties"]["criteria"]["allOf"][0]
+    assert render(throttling["properties"]["scopes"]) == "[vault.id]"
+    assert (criterion["metricNamespace"], criterion["metricName"]) == ("Microsoft.KeyVault/vaults", "ServiceApiResult")
+    assert criterion["dimensions"] == [{"name": "StatusCode", "operator": "Include", "values": ["429"]}]
+    existing = parsed(ALERTS)["resources"]
+    assert resolve(existing["vault"]["config"]["name"], ALERTS)[0] == "vault.name", "watches the gateway's vault"
+    assert resolve(existing["appInsights"]["config"]["name"], ALERTS)[0] == "appInsights.name"
+
+
+def test_alerts_email_the_address_given_as_a_parameter() -> None:
+    group = resources(ALERTS, "Microsoft.Insights/actionGroups")["actionGroup"]
+    assert render(group["condition"]) == "not(empty(alertEmailAddress))", "no address, no action group"
+    receivers = group["config"]["properties"]["emailReceivers"]
+    assert [r["emailAddress"] for r in receivers] == ["alertEmailAddress"]
+    assert resolve("alertEmailAddress", ALERTS) == ("alertEmailAddress", MAIN), "main.bicep's parameter"
+    assert parsed(MAIN)["parameters"]["alertEmailAddress"]["default"] == ""
+    azd = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert azd["alertEmailAddress"]["value"] == "${ALERT_EMAIL_ADDRESS}", "azd env set ALERT_EMAIL_ADDRESS"
+    actions = parsed(ALERTS)["variables"]["logAlertActions"]["value"]["actionGroups"]
+    assert render(actions) == "empty(alertEmailAddress) ? [] : [actionGroup.id]"
+    metric_actions = one(ALERTS, "Microsoft.Insights/metricAlerts")["properties"]["actions"]
+    assert render(metric_actions) == "empty(alertEmailAddress) ? [] : [{actionGroupId: actionGroup.id}]"
+
+
+def test_workbook_shows_requests_latency_percentiles_by_tenant_upstream_errors_and_token_outcomes() -> None:
+    workbook = one(ALERTS, "Microsoft.Insights/workbooks")
+    assert workbook["kind"] == "shared" and render(workbook["properties"]["sourceId"]) == "appInsights.id"
+    assert render(workbook["properties"]["serializedData"]) == "string(workbookContent)"
+    content = parsed(ALERTS)["variables"]["workbookContent"]["value"]
+    assert content["version"] == "Notebook/1.0"
+    shown = {render(item["content"]["query"]) for item in content["items"] if item["type"] == 3}
+    assert shown == {f"workbookQueries.{name}" for name in ("requests", "latencyByTenant", "upstreamErrors",
+                                                             "tokenOutcomes")}
+    queries = alert_queries()
+    assert "percentilew(duration_ms, itemCount, 95)" in queries["workbook.latencyByTenant"]
+    assert "by tenant_id" in queries["workbook.latencyByTenant"]
+    assert "by outcome" in queries["workbook.tokenOutcomes"]
+
+
+def test_alert_and_workbook_queries_read_only_fields_the_audit_lines_carry() -> None:
+    """The queries parse the JSON audit lines; a renamed field in the code would silently empty an
+    alert. Every event they filter on is one the code emits, and every field they read, one it writes.
+    Functions samples traces adaptively by default, so counts go through itemCount."""
+    written = audit_fields()
+    assert {"fhir-request", "token-request"} <= set(written), f"audit events found in the code: {sorted(written)}"
+    for name, query in alert_queries().items():
+        events = set(re.findall(r'tostring\(audit\.event\) == "([\w-]+)"', query))
+        assert len(events) == 1, f"{name}: filters on one audit event, found {events}"
+        event = events.pop()
+        assert event in written, f"{name}: the code writes no {event!r} audit line"
+        assert "itemCount" in query and not re.search(r"\bcount(if)?\(|\bpercentiles?\(", query), (
+            f"{name}: Functions samples traces; count with sum(itemCount), weight percentiles by itemCount"
+        )
+        read = set(re.findall(r"\baudit\.(\w+)", query)) - {"event"}
+        assert read, f"{name} reads no audit field"
+        assert read <= written[event], f"{name} reads {sorted(read - written[event])}, not in the {event} audit line"
 
 
 # --- checkov --------------------------------------------------------------------------------------

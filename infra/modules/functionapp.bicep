@@ -54,11 +54,11 @@ param corsAllowedOrigins array = []
 @description('Optional: resource id of an existing subnet for outbound VNet integration (delegated to Microsoft.App/environments for Flex Consumption, Microsoft.Web/serverFarms for Elastic Premium). Empty: no VNet.')
 param appSubnetId string = ''
 
-@description('Spread instances across availability zones (not every region supports it; Elastic Premium then needs at least 3 instances).')
+@description('Spread instances across availability zones (not every region supports it). Elastic Premium then runs at least 2 instances (premiumCapacity); Flex Consumption keeps at least 2 always-ready instances.')
 param zoneRedundant bool = false
 
-@description('Flex Consumption: most instances the app scales out to (1-1000).')
-@minValue(1)
+@description('Flex Consumption: most instances the app scales out to (40-1000, the range Microsoft\'s Flex Consumption quickstart template allows).')
+@minValue(40)
 @maxValue(1000)
 param flexMaximumInstanceCount int = 40
 
@@ -96,10 +96,15 @@ var flexSku = {
   tier: 'FlexConsumption'
 }
 
+// A zone-redundant Elastic Premium plan needs at least two instances ("Reliability in Azure
+// Functions", Premium: minimum instance count). The platform would enforce and bill that minimum
+// anyway; setting it here keeps the deployed configuration equal to what runs and is billed.
+var premiumCapacity = (zoneRedundant && !isFlex) ? max(premiumMinimumInstances, 2) : premiumMinimumInstances
+
 var premiumSku = {
   name: 'EP1'
   tier: 'ElasticPremium'
-  capacity: premiumMinimumInstances
+  capacity: premiumCapacity
 }
 
 // Flex Consumption: where the package lives and how it is read, scale limits, runtime.
@@ -180,7 +185,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       }
       // Elastic Premium only; Flex Consumption takes these from functionAppConfig and rejects them here.
       linuxFxVersion: isFlex ? null : 'Python|${pythonVersion}'
-      minimumElasticInstanceCount: isFlex ? null : premiumMinimumInstances
+      minimumElasticInstanceCount: isFlex ? null : premiumCapacity
       functionAppScaleLimit: isFlex ? null : premiumMaximumInstances
       vnetRouteAllEnabled: isFlex ? null : !empty(appSubnetId)
     }
