@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.bridge import coverage, outcome, patient
+from shared.bridge import coverage, location, organization, outcome, patient, practitioner
 from shared.bridge.base import NOT_REPRESENTABLE, CodeMap, Ctx, To, codes, consumed, identity, many
 from shared.bridge.resource import ResourceMap
 from shared.bridge.terminology import THO
+from shared.bridge.up import datatypes
 from shared.bridge.up.datatypes import (
-    address,
-    attachment,
     codeable_concept,
     coding,
-    contact_point,
     element,
     human_name,
     identifier,
@@ -29,35 +27,7 @@ from shared.bridge.up.datatypes import (
 
 # --- Patient -----------------------------------------------------------------------------------
 
-_LINK_TYPE = {facade: inverted(table) for facade, table in patient.LINK_TYPE.items()}
-_PATIENT_COMMON = {
-    "identifier": To("identifier", many(identifier)),
-    "active": To("active"),
-    "name": To("name", many(human_name)),
-    "telecom": To("telecom", many(contact_point)),
-    "gender": To("gender"),
-    "birthDate": To("birthDate"),
-    "deceasedBoolean": To("deceasedBoolean"),
-    "deceasedDateTime": To("deceasedDateTime"),
-    "address": To("address", many(address)),
-    "maritalStatus": To("maritalStatus", codeable_concept),
-    "multipleBirthBoolean": To("multipleBirthBoolean"),
-    "multipleBirthInteger": To("multipleBirthInteger"),
-    "photo": To("photo", many(attachment)),
-    "contact": To("contact", many(element({
-        "relationship": To("relationship", many(codeable_concept)),
-        "name": To("name", human_name),
-        "telecom": To("telecom", many(contact_point)),
-        "address": To("address", address),
-        "gender": To("gender"),
-        "organization": To("organization", reference),
-        "period": To("period", period),
-    }))),
-    "communication": To("communication", many(element({
-        "language": To("language", codeable_concept), "preferred": To("preferred")}))),
-    "managingOrganization": To("managingOrganization", reference),
-    "link": To("link", many(element({"other": To("other", reference), "type": To("type", codes(_LINK_TYPE))}))),
-}
+_PATIENT_COMMON = patient.elements(datatypes, {facade: inverted(t) for facade, t in patient.LINK_TYPE.items()})
 PATIENT = ResourceMap(
     "Patient",
     stu3={**_PATIENT_COMMON, "generalPractitioner": To("generalPractitioner", many(reference))},
@@ -151,21 +121,7 @@ COVERAGE = ResourceMap(
 
 # --- Location, Practitioner, Organization ------------------------------------------------------
 
-_LOCATION_COMMON = {
-    "identifier": To("identifier", many(identifier)),
-    "status": To("status", codes(CodeMap(identity("active", "suspended", "inactive")))),
-    "name": To("name"),
-    "description": To("description"),
-    "mode": To("mode", codes(CodeMap(identity("instance", "kind")))),
-    "type": To("type", many(codeable_concept)),
-    "telecom": To("telecom", many(contact_point)),
-    "address": To("address", address),
-    "physicalType": To("physicalType", codeable_concept),
-    "position": To("position", element({"longitude": To("longitude"), "latitude": To("latitude"),
-                                        "altitude": To("altitude")})),
-    "managingOrganization": To("managingOrganization", reference),
-    "partOf": To("partOf", reference),
-}
+_LOCATION_COMMON = {**location.elements(datatypes), "type": To("type", many(codeable_concept))}
 LOCATION = ResourceMap(
     "Location",
     stu3={**_LOCATION_COMMON, "operationalStatus": To("operationalStatus", coding), "alias": To("alias"),
@@ -173,40 +129,10 @@ LOCATION = ResourceMap(
     dstu2=_LOCATION_COMMON,
 )
 
-_PRACTITIONER_COMMON = {
-    "identifier": To("identifier", many(identifier)),
-    "active": To("active"),
-    "name": To("name", many(human_name)),
-    "telecom": To("telecom", many(contact_point)),
-    "address": To("address", many(address)),
-    "gender": To("gender"),
-    "birthDate": To("birthDate"),
-    "photo": To("photo", many(attachment)),
-    "qualification": To("qualification", many(element({
-        "identifier": To("identifier", many(identifier)),
-        "code": To("code", codeable_concept),
-        "period": To("period", period),
-        "issuer": To("issuer", reference),
-    }))),
-    "communication": To("communication", many(codeable_concept)),
-}
-PRACTITIONER = ResourceMap("Practitioner", stu3=_PRACTITIONER_COMMON, dstu2=_PRACTITIONER_COMMON)
+_PRACTITIONER = {**practitioner.elements(datatypes), "name": To("name", many(human_name))}
+PRACTITIONER = ResourceMap("Practitioner", stu3=_PRACTITIONER, dstu2=_PRACTITIONER)
 
-_ORGANIZATION_COMMON = {
-    "identifier": To("identifier", many(identifier)),
-    "active": To("active"),
-    "type": To("type", many(codeable_concept)),
-    "name": To("name"),
-    "telecom": To("telecom", many(contact_point)),
-    "address": To("address", many(address)),
-    "partOf": To("partOf", reference),
-    "contact": To("contact", many(element({
-        "purpose": To("purpose", codeable_concept),
-        "name": To("name", human_name),
-        "telecom": To("telecom", many(contact_point)),
-        "address": To("address", address),
-    }))),
-}
+_ORGANIZATION_COMMON = {**organization.elements(datatypes), "type": To("type", many(codeable_concept))}
 ORGANIZATION = ResourceMap(
     "Organization",
     stu3={**_ORGANIZATION_COMMON, "alias": To("alias"), "endpoint": To("endpoint", many(reference))},

@@ -29,17 +29,27 @@ from shared.bridge.base import (
     same,
     struct,
 )
-from shared.bridge.datatypes import _TYPE_SEGMENT, attachment, narrative, period, quantity, range_, ratio, sampled_data
+from shared.bridge.datatypes import (
+    _TYPE_SEGMENT,
+    address_elements,
+    attachment,
+    copied,
+    human_name_elements,
+    identifier_elements,
+    meta_elements,
+    narrative,
+    period,
+    quantity,
+    range_,
+    ratio,
+    sampled_data,
+)
 from shared.bridge.terminology import to_r4
 
-__all__ = ["attachment", "narrative", "period", "quantity", "range_", "ratio", "sampled_data"]
+__all__ = ["attachment", "copied", "narrative", "period", "quantity", "range_", "ratio", "sampled_data"]
 
 # Provider type name → R4 type name (DSTU2 MedicationOrder → MedicationRequest).
 R4_TYPES = {facade: {old: r4 for r4, old in names.items()} for facade, names in RENAMED_TYPES.items()}
-
-
-def copied(*names: str) -> dict[str, To]:
-    return {name: To(name) for name in names}
 
 
 def extensions(value: Any, ctx: Ctx, path: str) -> list[dict]:
@@ -117,13 +127,7 @@ reference = element(
     {"reference": To("reference", reference_url), "identifier": To("identifier", _identifier),
      "display": To("display")},
     {"reference": To("reference", reference_url), "display": To("display")})
-identifier = element({
-    "use": To("use", codes(CodeMap(identity("usual", "official", "temp", "secondary")))),
-    "type": To("type", codeable_concept),
-    **copied("system", "value"),
-    "period": To("period", period),
-    "assigner": To("assigner", reference),
-})
+identifier = element(identifier_elements(codeable_concept, period, reference))
 
 
 def joined(value: Any, ctx: Ctx, path: str) -> str | None:
@@ -132,12 +136,7 @@ def joined(value: Any, ctx: Ctx, path: str) -> str | None:
     return " ".join(parts) or None
 
 
-human_name = element({
-    "use": To("use", codes(CodeMap(identity("usual", "official", "temp", "nickname", "anonymous", "old", "maiden")))),
-    **copied("text", "given", "prefix", "suffix"),
-    "family": To("family", ByFacade(same, joined)),
-    "period": To("period", period),
-})
+human_name = element(human_name_elements(ByFacade(same, joined), period))
 contact_point = element({
     "system": To("system", codes(CodeMap(identity("phone", "fax", "email", "pager", "url", "sms", "other")))),
     "value": To("value"),
@@ -145,12 +144,7 @@ contact_point = element({
     "rank": To("rank"),
     "period": To("period", period),
 })
-address = element({
-    "use": To("use", codes(CodeMap(identity("home", "work", "temp", "old")))),
-    "type": To("type", codes(CodeMap(identity("postal", "physical", "both")))),
-    **copied("text", "line", "city", "district", "state", "postalCode", "country"),
-    "period": To("period", period),
-})
+address = element(address_elements(period))
 annotation = element({"authorReference": To("authorReference", reference), **copied("authorString", "time", "text")})
 
 
@@ -159,8 +153,7 @@ def note_from_text(value: Any, ctx: Ctx, path: str) -> list[dict] | None:
     return [{"text": value}] if isinstance(value, str) and value else None
 
 
-meta = element({**copied("versionId", "lastUpdated"), "security": To("security", many(coding)),
-                "tag": To("tag", many(coding))})
+meta = element(meta_elements(coding))
 
 _WHEN = identity("HS", "WAKE", "C", "CM", "CD", "CV", "AC", "ACM", "ACD", "ACV", "PC", "PCM", "PCD", "PCV",
                  "MORN", "AFT", "EVE", "NIGHT", "PHS")
