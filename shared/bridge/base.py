@@ -205,6 +205,7 @@ class Datatypes(Protocol):
     quantity: Convert
     range_: Convert
     ratio: Convert
+    sampled_data: Convert
     attachment: Convert
     annotation: Convert
     meta: Convert

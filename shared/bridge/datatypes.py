@@ -12,6 +12,7 @@ spells `durationUnits`/`periodUnits` and holds one `when`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from shared.bridge.base import (
@@ -110,23 +111,31 @@ def as_list(value: Any, ctx: Ctx, path: str) -> list:
 _TYPE_SEGMENT = re.compile(r"(^|/)([A-Z][A-Za-z]+)(/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]{1,64})?)$")
 
 
-def reference_url(value: Any, ctx: Ctx, path: str) -> Any:
-    """A literal reference, with the resource type renamed where the facade names it differently."""
-    renamed = RENAMED_TYPES[ctx.facade]
-    match = _TYPE_SEGMENT.search(value) if isinstance(value, str) else None
-    if match is None or match.group(2) not in renamed:
-        return value
-    return value[:match.start(2)] + renamed[match.group(2)] + value[match.end(2):]
+def renaming_references(renamed: Mapping[str, Mapping[str, str]]) -> Convert:
+    """Literal references with the resource type renamed where the other version names it differently."""
+
+    def convert(value: Any, ctx: Ctx, path: str) -> Any:
+        names = renamed[ctx.facade]
+        match = _TYPE_SEGMENT.search(value) if isinstance(value, str) else None
+        if match is None or match.group(2) not in names:
+            return value
+        return value[:match.start(2)] + names[match.group(2)] + value[match.end(2):]
+
+    return convert
+
+
+def reference_elements(url: Convert, identifier: Convert) -> tuple[Table, Table]:
+    """Reference's elements with and without DSTU2 (which has no `identifier` on a Reference)."""
+    dstu2 = {"reference": To("reference", url), "display": To("display")}
+    return {**dstu2, "identifier": To("identifier", identifier)}, dstu2
 
 
 def _identifier(value: Any, ctx: Ctx, path: str) -> Any:
     return identifier(value, ctx, path)  # Reference and Identifier refer to each other
 
 
-reference = element(
-    {"reference": To("reference", reference_url), "identifier": To("identifier", _identifier),
-     "display": To("display")},
-    {"reference": To("reference", reference_url), "display": To("display")})
+reference_url = renaming_references(RENAMED_TYPES)
+reference = element(*reference_elements(reference_url, _identifier))
 period = element(copied("start", "end"))
 
 
@@ -278,7 +287,8 @@ def dosage(value: Any, ctx: Ctx, path: str) -> dict | None:
     return _DOSAGE(flatten_dose_and_rate(value, ctx, path), ctx, path)
 
 
-_PRIMITIVE_VALUES = ("Base64Binary", "Boolean", "Code", "Date", "DateTime", "Decimal", "Id", "Instant", "Integer",
+# Primitive value[x] types of extensions that STU3, DSTU2 and R4 all have, under the same name.
+PRIMITIVE_VALUES = ("Base64Binary", "Boolean", "Code", "Date", "DateTime", "Decimal", "Id", "Instant", "Integer",
                      "Markdown", "Oid", "PositiveInt", "String", "Time", "UnsignedInt", "Uri")
 _COMPLEX_VALUES = {
     "Coding": coding, "CodeableConcept": codeable_concept, "Reference": reference, "Identifier": identifier,
@@ -290,7 +300,7 @@ _QUANTITY_PROFILES = ("Age", "Count", "Distance", "Duration")
 _EXTENSION_COMMON = {
     **ELEMENT,
     "url": To("url"),
-    **{f"value{t}": To(f"value{t}") for t in _PRIMITIVE_VALUES},
+    **{f"value{t}": To(f"value{t}") for t in PRIMITIVE_VALUES},
     "valueUrl": To("valueUri"),
     "valueCanonical": To("valueUri"),
     **{f"value{t}": To(f"value{t}", convert) for t, convert in _COMPLEX_VALUES.items()},

@@ -10,14 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from shared.bridge import coverage, location, organization, outcome, patient, practitioner
-from shared.bridge.base import NOT_REPRESENTABLE, CodeMap, Ctx, To, codes, consumed, identity, many
+from shared.bridge.base import NOT_REPRESENTABLE, Ctx, To, codes, consumed, many
 from shared.bridge.resource import ResourceMap
 from shared.bridge.terminology import THO
 from shared.bridge.up import datatypes
 from shared.bridge.up.datatypes import (
     codeable_concept,
     coding,
-    element,
     human_name,
     identifier,
     inverted,
@@ -141,15 +140,4 @@ ORGANIZATION = ResourceMap(
 
 # --- OperationOutcome --------------------------------------------------------------------------
 
-_ISSUE = {
-    "severity": To("severity", codes(CodeMap(identity("fatal", "error", "warning", "information")))),
-    "code": To("code", codes(inverted(outcome.ISSUE_TYPE))),
-    "details": To("details", codeable_concept),
-    "diagnostics": To("diagnostics"),
-    "location": To("location"),
-}
-OPERATION_OUTCOME = ResourceMap(
-    "OperationOutcome",
-    stu3={"issue": To("issue", many(element({**_ISSUE, "expression": To("expression")})))},
-    dstu2={"issue": To("issue", many(element(_ISSUE)))},
-)
+OPERATION_OUTCOME = ResourceMap("OperationOutcome", **outcome.elements(datatypes, inverted(outcome.ISSUE_TYPE)))

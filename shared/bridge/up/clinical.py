@@ -15,13 +15,13 @@ from shared.bridge import allergy, condition, encounter, medication, observation
 from shared.bridge.base import NOT_REPRESENTABLE, UNKNOWN_CODE, CodeMap, Ctx, To, codes, consumed, identity, many
 from shared.bridge.resource import ResourceMap
 from shared.bridge.terminology import THO
+from shared.bridge.up import datatypes
 from shared.bridge.up.datatypes import (
     DOSAGE_COMMON,
     annotation,
     codeable_concept,
     coding,
     concept,
-    copied,
     dosage,
     element,
     identifier,
@@ -31,9 +31,7 @@ from shared.bridge.up.datatypes import (
     period,
     quantity,
     range_,
-    ratio,
     reference,
-    sampled_data,
 )
 
 # --- Observation -------------------------------------------------------------------------------
@@ -41,45 +39,20 @@ from shared.bridge.up.datatypes import (
 _OBSERVATION_STATUS = {facade: inverted(table) for facade, table in observation.STATUS.items()}
 # Older `related.type` → the R4 element that holds such a target; other types have no R4 home.
 _RELATED = {"has-member": "hasMember", "derived-from": "derivedFrom"}
-_VALUES = {
-    "valueQuantity": To("valueQuantity", quantity),
-    "valueCodeableConcept": To("valueCodeableConcept", codeable_concept),
-    **copied("valueString", "valueTime", "valueDateTime"),
-    "valueRange": To("valueRange", range_),
-    "valueRatio": To("valueRatio", ratio),
-    "valueSampledData": To("valueSampledData", sampled_data),
-    "valuePeriod": To("valuePeriod", period),
-}
-_RANGE_COMMON = {"low": To("low", quantity), "high": To("high", quantity), "age": To("age", range_),
-                 "text": To("text")}
-_REFERENCE_RANGE = element(
-    {**_RANGE_COMMON, "type": To("type", codeable_concept), "appliesTo": To("appliesTo", many(codeable_concept))},
-    {**_RANGE_COMMON, "meaning": To("type", codeable_concept)})
+_REFERENCE_RANGE = many(observation.reference_range(datatypes))
 _COMPONENT = element({
     "code": To("code", codeable_concept),
-    **_VALUES,
+    **observation.values(datatypes),
     "dataAbsentReason": To("dataAbsentReason", codeable_concept),
     "interpretation": To("interpretation", many(codeable_concept)),
-    "referenceRange": To("referenceRange", many(_REFERENCE_RANGE)),
+    "referenceRange": To("referenceRange", _REFERENCE_RANGE),
 })
 _OBSERVATION_COMMON = {
-    "identifier": To("identifier", many(identifier)),
+    **observation.elements(datatypes),
     "status": To("status", codes(_OBSERVATION_STATUS)),
     "category": To("category", many(codeable_concept)),
-    "code": To("code", codeable_concept),
-    "subject": To("subject", reference),
-    "effectiveDateTime": To("effectiveDateTime"),
-    "effectivePeriod": To("effectivePeriod", period),
-    "issued": To("issued"),
-    "performer": To("performer", many(reference)),
-    **_VALUES,
-    "dataAbsentReason": To("dataAbsentReason", codeable_concept),
     "interpretation": To("interpretation", many(codeable_concept)),
-    "bodySite": To("bodySite", codeable_concept),
-    "method": To("method", codeable_concept),
-    "specimen": To("specimen", reference),
-    "device": To("device", reference),
-    "referenceRange": To("referenceRange", many(_REFERENCE_RANGE)),
+    "referenceRange": To("referenceRange", _REFERENCE_RANGE),
     "related": To("hasMember", consumed),
     "component": To("component", many(_COMPONENT)),
 }
@@ -178,15 +151,7 @@ _ENCOUNTER_COMMON = {
     "period": To("period", period),
     "length": To("length", quantity),
     "reason": To("reasonCode", many(codeable_concept)),
-    "hospitalization": To("hospitalization", element({
-        "preAdmissionIdentifier": To("preAdmissionIdentifier", identifier),
-        "origin": To("origin", reference),
-        "admitSource": To("admitSource", codeable_concept),
-        "reAdmission": To("reAdmission", codeable_concept),
-        **{n: To(n, many(codeable_concept)) for n in ("dietPreference", "specialCourtesy", "specialArrangement")},
-        "destination": To("destination", reference),
-        "dischargeDisposition": To("dischargeDisposition", codeable_concept),
-    })),
+    "hospitalization": To("hospitalization", encounter.hospitalization(datatypes)),
     "location": To("location", many(element({"location": To("location", reference),
                                              "status": To("status", codes(inverted(encounter.LOCATION_STATUS))),
                                              "period": To("period", period)}))),
@@ -271,12 +236,7 @@ ALLERGY = ResourceMap(
 # --- MedicationRequest (DSTU2 MedicationOrder) -------------------------------------------------
 
 _MEDICATION_STATUS = {facade: inverted(table) for facade, table in medication.STATUS.items()}
-_DISPENSE = {
-    "validityPeriod": To("validityPeriod", period),
-    "numberOfRepeatsAllowed": To("numberOfRepeatsAllowed"),
-    "quantity": To("quantity", quantity),
-    "expectedSupplyDuration": To("expectedSupplyDuration", quantity),
-}
+_DISPENSE = medication.dispense(datatypes)
 _DSTU2_DOSAGE = element({
     **DOSAGE_COMMON,
     "additionalInstructions": To("additionalInstruction", many(codeable_concept)),

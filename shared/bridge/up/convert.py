@@ -14,10 +14,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from shared.bridge.base import NOT_REPRESENTABLE, CodeMap, Ctx, To, codes, convert_elements, identity, many
+from shared.bridge.convert import domain_resource
 from shared.bridge.resource import ResourceMap
 from shared.bridge.search import translate
-from shared.bridge.up import administrative, clinical
-from shared.bridge.up.datatypes import element, extensions, identifier, meta, narrative, reference_url
+from shared.bridge.up import administrative, clinical, datatypes
+from shared.bridge.up.datatypes import element, identifier, meta, reference_url
 from shared.errors import FhirError
 from shared.policy import Interaction
 
@@ -50,16 +51,7 @@ def _contained(value: Any, ctx: Ctx, path: str) -> dict[str, Any] | None:
     return convert_resource(value, ctx, "", path)
 
 
-_DOMAIN_RESOURCE = {
-    "id": To("id"),
-    "meta": To("meta", meta),
-    "implicitRules": To("implicitRules"),
-    "language": To("language"),
-    "text": To("text", narrative),
-    "contained": To("contained", many(_contained)),
-    "extension": To("extension", extensions),
-    "modifierExtension": To("modifierExtension", extensions),
-}
+_DOMAIN_RESOURCE = domain_resource(datatypes, _contained)
 _REQUEST = {name: To(name) for name in ("method", "url", "ifNoneMatch", "ifModifiedSince", "ifMatch", "ifNoneExist")}
 _SEARCH = {"mode": To("mode", codes(CodeMap(identity("match", "include", "outcome")))), "score": To("score")}
 

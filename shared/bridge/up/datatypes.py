@@ -30,7 +30,7 @@ from shared.bridge.base import (
     struct,
 )
 from shared.bridge.datatypes import (
-    _TYPE_SEGMENT,
+    PRIMITIVE_VALUES,
     address_elements,
     attachment,
     copied,
@@ -42,6 +42,8 @@ from shared.bridge.datatypes import (
     quantity,
     range_,
     ratio,
+    reference_elements,
+    renaming_references,
     sampled_data,
 )
 from shared.bridge.terminology import to_r4
@@ -110,23 +112,12 @@ def inverted(table: CodeMap, **extra: str) -> CodeMap:
     return CodeMap({**back, **extra})
 
 
-def reference_url(value: Any, ctx: Ctx, path: str) -> Any:
-    """A literal reference with R4's resource type name (`MedicationOrder/1` → `MedicationRequest/1`)."""
-    renamed = R4_TYPES[ctx.facade]
-    match = _TYPE_SEGMENT.search(value) if isinstance(value, str) else None
-    if match is None or match.group(2) not in renamed:
-        return value
-    return value[:match.start(2)] + renamed[match.group(2)] + value[match.end(2):]
-
-
 def _identifier(value: Any, ctx: Ctx, path: str) -> Any:
     return identifier(value, ctx, path)  # Reference and Identifier refer to each other
 
 
-reference = element(
-    {"reference": To("reference", reference_url), "identifier": To("identifier", _identifier),
-     "display": To("display")},
-    {"reference": To("reference", reference_url), "display": To("display")})
+reference_url = renaming_references(R4_TYPES)  # MedicationOrder/1 → MedicationRequest/1
+reference = element(*reference_elements(reference_url, _identifier))
 identifier = element(identifier_elements(codeable_concept, period, reference))
 
 
@@ -211,8 +202,6 @@ def dosage(value: Any, ctx: Ctx, path: str) -> dict | None:
     return _DOSAGE(nest_dose_and_rate(value), ctx, path)
 
 
-_PRIMITIVE_VALUES = ("Base64Binary", "Boolean", "Code", "Date", "DateTime", "Decimal", "Id", "Instant", "Integer",
-                     "Markdown", "Oid", "PositiveInt", "String", "Time", "UnsignedInt", "Uri")
 _COMPLEX_VALUES = {
     "Coding": coding, "CodeableConcept": codeable_concept, "Reference": reference, "Identifier": identifier,
     "HumanName": human_name, "Address": address, "ContactPoint": contact_point, "Period": period,
@@ -233,6 +222,6 @@ def scalar(value: Any, ctx: Ctx, path: str) -> Any:
 _EXTENSION = {
     **ELEMENT,
     "url": To("url"),
-    **{f"value{t}": To(f"value{t}", scalar) for t in _PRIMITIVE_VALUES},
+    **{f"value{t}": To(f"value{t}", scalar) for t in PRIMITIVE_VALUES},
     **{f"value{t}": To(f"value{t}", convert) for t, convert in _COMPLEX_VALUES.items()},
 }
