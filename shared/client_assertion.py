@@ -62,6 +62,26 @@ class ReplayStore(Protocol):
     def claim(self, client_id: str, jti: str, exp: int) -> bool: ...
 
 
+def assertion_request(form: Mapping[str, str], basic_auth: bool) -> tuple[str, str] | None:
+    """(client_id, assertion) when the token request authenticates with `private_key_jwt`, else None.
+
+    RFC 7521 §4.2: `client_id` may be omitted (the assertion's `iss` names the client) and must
+    match it when sent. RFC 6749 §2.3: one authentication method per request, so an assertion
+    beside a client secret or HTTP Basic is `invalid_request`.
+    """
+    if "client_assertion" not in form and "client_assertion_type" not in form:
+        return None
+    if form.get("client_assertion_type") != ASSERTION_TYPE:
+        raise InvalidAssertion(f"client_assertion_type must be {ASSERTION_TYPE}")
+    if basic_auth or "client_secret" in form:
+        raise OAuthError("invalid_request", "use one client authentication method: the assertion or a secret")
+    assertion = form.get("client_assertion") or ""
+    client_id = unverified_client_id(assertion)
+    if form.get("client_id", client_id) != client_id:
+        raise InvalidAssertion("client_id does not match the assertion's iss")
+    return client_id, assertion
+
+
 def unverified_client_id(assertion: str) -> str:
     """The `iss` an assertion names, to look the client up before verifying (SMART sends no client_id)."""
     try:

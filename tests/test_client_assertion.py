@@ -21,14 +21,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from shared.client_assertion import (
+    ASSERTION_TYPE,
     MAX_KEYS,
     InvalidAssertion,
     accept_assertion,
+    assertion_request,
     unverified_client_id,
     validate_jwks,
     verify_assertion,
 )
-from shared.errors import ProblemError
+from shared.errors import OAuthError, ProblemError
 
 TOKEN_URL = "https://gateway.example/api/oauth2/token"
 CLIENT = "7d0c3b52-1111-4a5e-9f00-5c7a1e2b3c4d"
@@ -174,6 +176,31 @@ def test_unverified_client_id_reads_iss_for_the_client_lookup():
     assert unverified_client_id(assertion()) == CLIENT
     with pytest.raises(InvalidAssertion):
         unverified_client_id(assertion(iss=None))
+
+
+def test_a_token_form_without_an_assertion_takes_the_secret_path():
+    assert assertion_request({"grant_type": "client_credentials", "client_secret": "s"}, basic_auth=False) is None
+
+
+def test_a_token_form_with_an_assertion_names_the_client_by_its_iss():
+    token = assertion()
+    form = {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE, "client_assertion": token}
+    assert assertion_request(form, basic_auth=False) == (CLIENT, token)
+    assert assertion_request({**form, "client_id": CLIENT}, basic_auth=False) == (CLIENT, token)
+
+
+@pytest.mark.parametrize(("changes", "basic", "error"), [
+    ({"client_id": "someone-else"}, False, "invalid_client"),
+    ({"client_assertion_type": "urn:other"}, False, "invalid_client"),
+    ({"client_secret": "s"}, False, "invalid_request"),
+    ({}, True, "invalid_request"),
+    ({"client_assertion": ""}, False, "invalid_client"),
+])
+def test_a_token_form_with_a_bad_or_doubled_authentication_is_refused(changes, basic, error):
+    form = {"client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion(), **changes}
+    with pytest.raises(OAuthError) as info:
+        assertion_request(form, basic_auth=basic)
+    assert info.value.error == error
 
 
 # --- registration -------------------------------------------------------------------------------
