@@ -212,6 +212,14 @@ def test_stu3_patient_mrn_type_gets_the_r4_system():
     assert out["identifier"][0]["type"]["coding"][0]["system"] == THO + "v2-0203"
 
 
+def test_a_renamed_code_system_loses_its_older_release_version_and_counts_it():
+    observation = copy.deepcopy(first_of("stu3", "Observation"))
+    observation["category"][0]["coding"][0]["version"] = "3.0.1"
+    out, drops = up("stu3", observation)
+    assert "version" not in out["category"][0]["coding"][0]
+    assert drops == {"Observation.category.coding.version:not-representable": 1}
+
+
 # --- hand-written STU3/DSTU2 resources for the types the sample data lacks ----------------------
 
 STU3_COVERAGE = {

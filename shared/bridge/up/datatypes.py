@@ -80,6 +80,8 @@ def coding(value: Any, ctx: Ctx, path: str) -> dict | None:
     out = _CODING(value, ctx, path)
     if out and isinstance(out.get("system"), str):
         system, code = to_r4(out["system"], out.get("code") or "", ctx.facade)
+        if system != out["system"] and out.pop("version", None) is not None:
+            ctx.drop(f"{path}.version", NOT_REPRESENTABLE)  # an older release's version names no R4 release
         out["system"] = system
         if "code" in out:
             out["code"] = code
