@@ -164,9 +164,21 @@ def test_dstu2_encounter_class_becomes_a_v3_act_code(dstu2_class, act_code):
     validate_r4(out)
 
 
-def test_dstu2_encounter_class_other_has_no_r4_code_and_is_counted():
-    _, drops = up("dstu2", {**first_of("dstu2", "Encounter"), "class": "other"})
+DAR = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+
+
+def test_dstu2_encounter_class_other_has_no_r4_code_so_it_is_stated_unsupported_and_counted():
+    out, drops = up("dstu2", {**first_of("dstu2", "Encounter"), "class": "other"})
+    assert out["class"] == {"extension": [{"url": DAR, "valueCode": "unsupported"}]}
     assert drops == {"Encounter.class:unknown-code": 1}
+    validate_r4(out)
+
+
+def test_dstu2_encounter_without_class_states_r4s_required_class_unknown():
+    encounter = {k: v for k, v in first_of("dstu2", "Encounter").items() if k != "class"}
+    out, _ = up("dstu2", encounter)
+    assert out["class"] == {"extension": [{"url": DAR, "valueCode": "unknown"}]}
+    validate_r4(out)
 
 
 @pytest.mark.parametrize(("status", "clinical", "verification"), [
@@ -266,8 +278,17 @@ def test_dstu2_coverage_slots_become_class_items_and_issuer_the_payor():
     assert out["payor"] == [{"reference": "Organization/pay1"}] and out["subscriberId"] == "EXM2"
     assert out["type"] == {"coding": [{"system": THO + "v3-ActCode", "code": "PPO"}]} and out["dependent"] == "1"
     assert drops == {"Coverage.subscriberId.system:not-representable": 1}
-    # R4 requires status and beneficiary, which DSTU2 Coverage does not have: never invented.
-    assert "status" not in out and "beneficiary" not in out
+    # R4 requires a status, which DSTU2 Coverage does not have: stated absent, never invented.
+    assert "status" not in out and out["_status"] == {"extension": [{"url": DAR, "valueCode": "unknown"}]}
+    # A dependent's coverage names no beneficiary in DSTU2; without `dependent` it covers the subscriber.
+    assert "beneficiary" not in out
+
+
+def test_dstu2_coverage_without_a_dependent_covers_its_subscriber():
+    coverage = {k: v for k, v in DSTU2_COVERAGE.items() if k != "dependent"}
+    out, _ = up("dstu2", coverage)
+    assert out["beneficiary"] == out["subscriber"] == {"reference": "Patient/p1"}
+    validate_r4(out)
 
 
 @pytest.mark.parametrize("provider", ["stu3", "dstu2"])

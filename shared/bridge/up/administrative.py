@@ -15,6 +15,7 @@ from shared.bridge.resource import ResourceMap
 from shared.bridge.terminology import THO
 from shared.bridge.up import datatypes
 from shared.bridge.up.datatypes import (
+    absent,
     codeable_concept,
     coding,
     human_name,
@@ -67,13 +68,23 @@ def _dstu2_classes(source: dict[str, Any], ctx: Ctx, path: str) -> list[dict[str
     return items
 
 
-def _coverage_classes(source: dict[str, Any], out: dict[str, Any], ctx: Ctx, path: str) -> None:
-    """Older plan slots → R4 `class` items; the older `sequence` is R4's class of type sequence."""
+def _coverage_finish(source: dict[str, Any], out: dict[str, Any], ctx: Ctx, path: str) -> None:
+    """Older plan slots → R4 `class` items; the older `sequence` is R4's class of type sequence.
+
+    DSTU2 names no beneficiary: a Coverage without a `dependent` number covers its subscriber,
+    which R4 (where beneficiary is required) states as such; with one, the dependent is unnamed.
+    DSTU2 has no status either: R4's required one is stated absent (`unknown`), not guessed.
+    """
     items = _dstu2_classes(source, ctx, path) if ctx.dstu2 else _stu3_classes(source, ctx, path)
     if "sequence" in source:
         items.append(_class_item("sequence", source["sequence"]))
     if items:
         out["class"] = items
+    if not ctx.dstu2:
+        return
+    out["_status"] = absent("unknown")  # R4 requires a status; DSTU2 Coverage has none
+    if "subscriber" in out and "dependent" not in source:
+        out["beneficiary"] = out["subscriber"]
 
 
 def _identifier_value(value: Any, ctx: Ctx, path: str) -> str | None:
@@ -115,7 +126,7 @@ COVERAGE = ResourceMap(
            "type": To("type", _concept_of), "subscriberId": To("subscriberId", _identifier_value),
            "group": To("class", consumed), "plan": To("class", consumed), "subPlan": To("class", consumed),
            "dependent": To("dependent", _as_string), "network": To("network", _identifier_value)},
-    finish=_coverage_classes,
+    finish=_coverage_finish,
 )
 
 # --- Location, Practitioner, Organization ------------------------------------------------------

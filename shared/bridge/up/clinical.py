@@ -18,6 +18,7 @@ from shared.bridge.terminology import THO
 from shared.bridge.up import datatypes
 from shared.bridge.up.datatypes import (
     DOSAGE_COMMON,
+    absent,
     annotation,
     codeable_concept,
     coding,
@@ -130,9 +131,16 @@ _ENCOUNTER_STATUS = {facade: inverted(table) for facade, table in encounter.STAT
 _DSTU2_CLASS = inverted(encounter.DSTU2_CLASS, outpatient="AMB")
 
 
-def _dstu2_class(value: Any, ctx: Ctx, path: str) -> dict | None:
+def _dstu2_class(value: Any, ctx: Ctx, path: str) -> dict:
+    """R4 requires a class: one DSTU2 cannot name in v3 ActCode is stated absent (`unsupported`)."""
     code = _DSTU2_CLASS.to_facade(value, ctx, path)
-    return {"system": THO + "v3-ActCode", "code": code} if code else None
+    return {"system": THO + "v3-ActCode", "code": code} if code else absent("unsupported")
+
+
+def _encounter_class(source: dict[str, Any], out: dict[str, Any], ctx: Ctx, path: str) -> None:
+    """A DSTU2 Encounter without a class: R4's required one is stated absent (`unknown`)."""
+    if ctx.dstu2 and "class" not in out:
+        out["class"] = absent("unknown")
 
 
 _ENCOUNTER_COMMON = {
@@ -169,6 +177,7 @@ ENCOUNTER = ResourceMap(
           "account": To("account", many(reference))},
     dstu2={**_ENCOUNTER_COMMON, "class": To("class", _dstu2_class), "patient": To("subject", reference),
            "indication": To("reasonReference", many(reference))},
+    finish=_encounter_class,
 )
 
 # --- AllergyIntolerance ------------------------------------------------------------------------

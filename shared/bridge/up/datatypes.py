@@ -141,6 +141,15 @@ address = element(address_elements(period))
 annotation = element({"authorReference": To("authorReference", reference), **copied("authorString", "time", "text")})
 
 
+DATA_ABSENT_REASON = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+
+
+def absent(reason: str) -> dict[str, Any]:
+    """An element R4 requires and the older resource cannot fill, stated as absent rather than invented
+    (FHIR's data-absent-reason extension: `unknown`, or `unsupported` for a value R4 has no code for)."""
+    return {"extension": [{"url": DATA_ABSENT_REASON, "valueCode": reason}]}
+
+
 def note_from_text(value: Any, ctx: Ctx, path: str) -> list[dict] | None:
     """An older plain comment string as R4's one Annotation."""
     return [{"text": value}] if isinstance(value, str) and value else None
