@@ -10,8 +10,9 @@ Two pure functions (no I/O), for the proxy to call around its forwarding when th
   express is a `FhirError(400, "not-supported")`.
 * `convert_response_up(provider, body, provider_base)` turns the provider's answer (a resource,
   a searchset keeping `total` and links, a batch-response, an OperationOutcome) into R4 and
-  returns the counters of what R4 cannot hold, by `<provider path>:<reason>`; nothing is invented
-  except DSTU2 MedicationOrder's `intent: order`, which the resource type itself states.
+  returns the counters of what R4 cannot hold, by `<provider path>:<reason>`. Nothing is
+  invented: DSTU2 MedicationOrder's `intent: order` is what the resource type itself states, and
+  elements R4 requires that the older resource lacks carry FHIR's data-absent-reason extension.
 
 One module per group of resources holds the element tables; `datatypes` what all share.
 """
