@@ -7,12 +7,14 @@ advertise the token URL in the SMART `oauth-uris` extension so the app can find 
 
 from __future__ import annotations
 
+from shared.client_assertion import ALGORITHMS
 from shared.errors import FhirError
 from shared.urls import Urls
 
 FHIR_RELEASE = {"stu3": "3.0.2", "dstu2": "1.0.2"}
 CONTENT_TYPE = {"stu3": "application/fhir+json", "dstu2": "application/json+fhir"}
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+R4_RELEASE = "4.0.1"
 SOFTWARE_VERSION = "1.0.0"
 STATEMENT_DATE = "2026-11-23"
 
@@ -80,10 +82,9 @@ def security(urls: Urls) -> dict:
     }
 
 
-def capability_statement(version: str, urls: Urls) -> dict:
-    version = facade_version(version)
-    statement = {
-        "resourceType": "CapabilityStatement" if version == "stu3" else "Conformance",
+def _described(version: str, urls: Urls) -> dict:
+    """What every facade's statement says about the gateway itself."""
+    return {
         "status": "active",
         "date": STATEMENT_DATE,
         "publisher": "FHIR interop gateway",
@@ -91,6 +92,14 @@ def capability_statement(version: str, urls: Urls) -> dict:
         "software": {"name": "FHIR interop gateway", "version": SOFTWARE_VERSION},
         "implementation": {"description": f"Patients app interop gateway ({version.upper()} facade)",
                            "url": urls.fhir_base(version)},
+    }
+
+
+def capability_statement(version: str, urls: Urls) -> dict:
+    version = facade_version(version)
+    statement = {
+        "resourceType": "CapabilityStatement" if version == "stu3" else "Conformance",
+        **_described(version, urls),
         "fhirVersion": FHIR_RELEASE[version],
         "acceptUnknown": "no",
         "format": ["json", CONTENT_TYPE[version]],
@@ -121,4 +130,60 @@ def smart_configuration(urls: Urls) -> dict:
         "grant_types_supported": ["client_credentials"],
         "capabilities": ["client-confidential-symmetric"],
         "jwks_uri": urls.jwks_url,
+    }
+
+
+def r4_capability_statement(urls: Urls) -> dict:
+    """The R4 facade's CapabilityStatement (4.0.1), served unauthenticated at `/api/fhir/r4/metadata`.
+
+    Kept apart from `capability_statement` so that `facade_version` goes on refusing `r4` until the
+    proxy serves the R4 facade. It lists the STU3 facade's resources and parameters (the Patients
+    app's set, R4 names) and advertises SMART Backend Services beside the tenant-id token.
+    """
+    return {
+        "resourceType": "CapabilityStatement",
+        **_described("r4", urls),
+        "fhirVersion": R4_RELEASE,
+        "format": ["json", CONTENT_TYPE["stu3"]],
+        "rest": [{
+            "mode": "server",
+            "security": _r4_security(urls),
+            "resource": [_resource("stu3", t, p) for t, p in sorted(RESOURCES["stu3"].items())],
+            "interaction": [{"code": "batch"}],
+        }],
+    }
+
+
+def _r4_security(urls: Urls) -> dict:
+    """R4 moved the security service codes to terminology.hl7.org and has a SMART-on-FHIR code."""
+    return {
+        **security(urls),
+        "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                 "code": "SMART-on-FHIR", "display": "SMART-on-FHIR"}],
+                     "text": "OAuth 2.0 client credentials (client secret or SMART Backend Services "
+                             "private_key_jwt); scope = Azure AD tenant id [SMART system scopes]"}],
+        "description": "Obtain a bearer token at the token URL with grant_type=client_credentials and "
+                       "scope=<Azure AD tenant id>, optionally followed by SMART system scopes "
+                       "(system/Patient.read, system/Observation.rs); see .well-known/smart-configuration.",
+    }
+
+
+SCOPES_SUPPORTED = ("system/*.read", "system/*.rs", "system/*.r", "system/*.s")
+
+
+def backend_services_configuration(urls: Urls) -> dict:
+    """`.well-known/smart-configuration` once `private_key_jwt` and SMART scopes are wired in.
+
+    Replaces `smart_configuration` for every facade at that point (advertising it earlier would
+    promise an authentication the token endpoint does not yet accept). No authorization or
+    PKCE metadata: the only grant is client_credentials, so SMART's launch-related fields
+    (authorization_endpoint, code_challenge_methods_supported) do not apply.
+    """
+    return {
+        **smart_configuration(urls),
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_signing_alg_values_supported": list(ALGORITHMS),
+        "scopes_supported": list(SCOPES_SUPPORTED),
+        "capabilities": ["client-confidential-asymmetric", "client-confidential-symmetric",
+                         "permission-v1", "permission-v2"],
     }

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 FACADES = ("stu3", "dstu2")
 # R4 resource types that have another name in a facade version.
@@ -187,3 +187,29 @@ def codes(table: CodeMap | Mapping[str, CodeMap]) -> Convert:
         return chosen.to_facade(value, ctx, path)
 
     return convert
+
+
+class Datatypes(Protocol):
+    """The datatype converters of one direction: `shared.bridge.datatypes` (R4 → older) or
+    `shared.bridge.up.datatypes` (older → R4). Element tables that name the same elements in
+    both directions are written once, as functions of it, so the two bridges cannot drift apart."""
+
+    coding: Convert
+    codeable_concept: Convert
+    reference: Convert
+    identifier: Convert
+    human_name: Convert
+    contact_point: Convert
+    address: Convert
+    period: Convert
+    quantity: Convert
+    range_: Convert
+    ratio: Convert
+    sampled_data: Convert
+    attachment: Convert
+    annotation: Convert
+    meta: Convert
+    narrative: Convert
+    extensions: Convert
+
+    def element(self, stu3: Table, dstu2: Table | None = None) -> Convert: ...

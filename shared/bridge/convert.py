@@ -14,6 +14,7 @@ from shared.bridge import (
     allergy,
     condition,
     coverage,
+    datatypes,
     encounter,
     location,
     medication,
@@ -23,8 +24,19 @@ from shared.bridge import (
     patient,
     practitioner,
 )
-from shared.bridge.base import NOT_REPRESENTABLE, CodeMap, Ctx, To, codes, convert_elements, identity, many
-from shared.bridge.datatypes import element, extensions, identifier, meta, narrative, reference_url
+from shared.bridge.base import (
+    NOT_REPRESENTABLE,
+    CodeMap,
+    Convert,
+    Ctx,
+    Datatypes,
+    To,
+    codes,
+    convert_elements,
+    identity,
+    many,
+)
+from shared.bridge.datatypes import element, identifier, meta, reference_url
 from shared.bridge.resource import ResourceMap
 
 MAPS: dict[str, ResourceMap] = {m.r4_type: m for m in (
@@ -53,16 +65,21 @@ def _contained(value: Any, ctx: Ctx, path: str) -> dict[str, Any] | None:
     return convert_resource(value, ctx, path)
 
 
-_DOMAIN_RESOURCE = {
-    "id": To("id"),
-    "meta": To("meta", meta),
-    "implicitRules": To("implicitRules"),
-    "language": To("language"),
-    "text": To("text", narrative),
-    "contained": To("contained", many(_contained)),
-    "extension": To("extension", extensions),
-    "modifierExtension": To("modifierExtension", extensions),
-}
+def domain_resource(dt: Datatypes, contained: Convert) -> dict[str, To]:
+    """The elements every resource has, in every version."""
+    return {
+        "id": To("id"),
+        "meta": To("meta", dt.meta),
+        "implicitRules": To("implicitRules"),
+        "language": To("language"),
+        "text": To("text", dt.narrative),
+        "contained": To("contained", many(contained)),
+        "extension": To("extension", dt.extensions),
+        "modifierExtension": To("modifierExtension", dt.extensions),
+    }
+
+
+_DOMAIN_RESOURCE = domain_resource(datatypes, _contained)
 _LINK = many(element({"relation": To("relation"), "url": To("url")}))
 _RESPONSE = {"status": To("status"), "location": To("location", reference_url), "etag": To("etag"),
              "lastModified": To("lastModified")}

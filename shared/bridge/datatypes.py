@@ -12,6 +12,7 @@ spells `durationUnits`/`periodUnits` and holds one `when`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from shared.bridge.base import (
@@ -22,6 +23,7 @@ from shared.bridge.base import (
     UNKNOWN_CODE,
     ByFacade,
     CodeMap,
+    Convert,
     Ctx,
     Table,
     To,
@@ -52,7 +54,8 @@ def element(stu3: Table, dstu2: Table | None = None) -> Any:
     return struct({**ELEMENT, **stu3}, None if dstu2 is None else {**ELEMENT, **dstu2})
 
 
-def _copy(*names: str) -> dict[str, To]:
+def copied(*names: str) -> dict[str, To]:
+    """Elements of the same name and shape in both versions."""
     return {name: To(name) for name in names}
 
 
@@ -69,7 +72,7 @@ def coding(value: Any, ctx: Ctx, path: str) -> dict | None:
     return out
 
 
-_CODING = element(_copy("system", "version", "code", "display", "userSelected"))
+_CODING = element(copied("system", "version", "code", "display", "userSelected"))
 codeable_concept = element({"coding": To("coding", many(coding)), "text": To("text")})
 
 
@@ -108,24 +111,32 @@ def as_list(value: Any, ctx: Ctx, path: str) -> list:
 _TYPE_SEGMENT = re.compile(r"(^|/)([A-Z][A-Za-z]+)(/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]{1,64})?)$")
 
 
-def reference_url(value: Any, ctx: Ctx, path: str) -> Any:
-    """A literal reference, with the resource type renamed where the facade names it differently."""
-    renamed = RENAMED_TYPES[ctx.facade]
-    match = _TYPE_SEGMENT.search(value) if isinstance(value, str) else None
-    if match is None or match.group(2) not in renamed:
-        return value
-    return value[:match.start(2)] + renamed[match.group(2)] + value[match.end(2):]
+def renaming_references(renamed: Mapping[str, Mapping[str, str]]) -> Convert:
+    """Literal references with the resource type renamed where the other version names it differently."""
+
+    def convert(value: Any, ctx: Ctx, path: str) -> Any:
+        names = renamed[ctx.facade]
+        match = _TYPE_SEGMENT.search(value) if isinstance(value, str) else None
+        if match is None or match.group(2) not in names:
+            return value
+        return value[:match.start(2)] + names[match.group(2)] + value[match.end(2):]
+
+    return convert
+
+
+def reference_elements(url: Convert, identifier: Convert) -> tuple[Table, Table]:
+    """Reference's elements with and without DSTU2 (which has no `identifier` on a Reference)."""
+    dstu2 = {"reference": To("reference", url), "display": To("display")}
+    return {**dstu2, "identifier": To("identifier", identifier)}, dstu2
 
 
 def _identifier(value: Any, ctx: Ctx, path: str) -> Any:
     return identifier(value, ctx, path)  # Reference and Identifier refer to each other
 
 
-reference = element(
-    {"reference": To("reference", reference_url), "identifier": To("identifier", _identifier),
-     "display": To("display")},
-    {"reference": To("reference", reference_url), "display": To("display")})
-period = element(_copy("start", "end"))
+reference_url = renaming_references(RENAMED_TYPES)
+reference = element(*reference_elements(reference_url, _identifier))
+period = element(copied("start", "end"))
 
 
 def reference_to(*types: str) -> Any:
@@ -142,19 +153,48 @@ def reference_to(*types: str) -> Any:
     return convert
 
 
-identifier = element({
-    "use": To("use", codes(CodeMap(identity("usual", "official", "temp", "secondary")))),
-    "type": To("type", codeable_concept),
-    **_copy("system", "value"),
-    "period": To("period", period),
-    "assigner": To("assigner", reference),
-})
-human_name = element({
-    "use": To("use", codes(CodeMap(identity("usual", "official", "temp", "nickname", "anonymous", "old", "maiden")))),
-    **_copy("text", "given", "prefix", "suffix"),
-    "family": To("family", ByFacade(same, as_list)),
-    "period": To("period", period),
-})
+
+
+def identifier_elements(concept: Convert, period: Convert, reference: Convert) -> dict[str, To]:
+    """Identifier's elements in both directions (R4 `use` codes beyond these are R4-only: `old`)."""
+    return {
+        "use": To("use", codes(CodeMap(identity("usual", "official", "temp", "secondary")))),
+        "type": To("type", concept),
+        **copied("system", "value"),
+        "period": To("period", period),
+        "assigner": To("assigner", reference),
+    }
+
+
+def human_name_elements(family: Convert, period: Convert) -> dict[str, To]:
+    """HumanName's elements in both directions; `family` is a list in DSTU2 only."""
+    return {
+        "use": To("use", codes(CodeMap(identity("usual", "official", "temp", "nickname", "anonymous", "old",
+                                                "maiden")))),
+        **copied("text", "given", "prefix", "suffix"),
+        "family": To("family", family),
+        "period": To("period", period),
+    }
+
+
+def address_elements(period: Convert) -> dict[str, To]:
+    """Address's elements in both directions (R4's `billing` use has no older code)."""
+    return {
+        "use": To("use", codes(CodeMap(identity("home", "work", "temp", "old")))),
+        "type": To("type", codes(CodeMap(identity("postal", "physical", "both")))),
+        **copied("text", "line", "city", "district", "state", "postalCode", "country"),
+        "period": To("period", period),
+    }
+
+
+def meta_elements(coding: Convert) -> dict[str, To]:
+    """Meta's elements in both directions; `profile` and `source` are left out, and counted."""
+    return {**copied("versionId", "lastUpdated"), "security": To("security", many(coding)),
+            "tag": To("tag", many(coding))}
+
+
+identifier = element(identifier_elements(codeable_concept, period, reference))
+human_name = element(human_name_elements(ByFacade(same, as_list), period))
 contact_point = element({
     "system": To("system", codes({
         "stu3": CodeMap(identity("phone", "fax", "email", "pager", "url", "sms", "other")),
@@ -165,19 +205,14 @@ contact_point = element({
     "rank": To("rank"),
     "period": To("period", period),
 })
-address = element({
-    "use": To("use", codes(CodeMap(identity("home", "work", "temp", "old")))),
-    "type": To("type", codes(CodeMap(identity("postal", "physical", "both")))),
-    **_copy("text", "line", "city", "district", "state", "postalCode", "country"),
-    "period": To("period", period),
-})
-quantity = element(_copy("value", "comparator", "unit", "system", "code"))
+address = element(address_elements(period))
+quantity = element(copied("value", "comparator", "unit", "system", "code"))
 range_ = element({"low": To("low", quantity), "high": To("high", quantity)})
 ratio = element({"numerator": To("numerator", quantity), "denominator": To("denominator", quantity)})
 sampled_data = element({"origin": To("origin", quantity),
-                        **_copy("period", "factor", "lowerLimit", "upperLimit", "dimensions", "data")})
-attachment = element(_copy("contentType", "language", "data", "url", "size", "hash", "title", "creation"))
-annotation = element({"authorReference": To("authorReference", reference), **_copy("authorString", "time", "text")})
+                        **copied("period", "factor", "lowerLimit", "upperLimit", "dimensions", "data")})
+attachment = element(copied("contentType", "language", "data", "url", "size", "hash", "title", "creation"))
+annotation = element({"authorReference": To("authorReference", reference), **copied("authorString", "time", "text")})
 
 
 def annotation_text(value: Any, ctx: Ctx, path: str) -> str | None:
@@ -189,9 +224,8 @@ def annotation_text(value: Any, ctx: Ctx, path: str) -> str | None:
     return "\n\n".join(n["text"] for n in notes if n.get("text")) or None
 
 
-narrative = element(_copy("status", "div"))
-meta = element({**_copy("versionId", "lastUpdated"), "security": To("security", many(coding)),
-                "tag": To("tag", many(coding))})
+narrative = element(copied("status", "div"))
+meta = element(meta_elements(coding))
 
 _V3_TIMING = ("HS", "WAKE", "C", "CM", "CD", "CV", "AC", "ACM", "ACD", "ACV", "PC", "PCM", "PCD", "PCV")
 _WHEN = {"stu3": CodeMap(identity("MORN", "AFT", "EVE", "NIGHT", "PHS", *_V3_TIMING)),
@@ -199,11 +233,11 @@ _WHEN = {"stu3": CodeMap(identity("MORN", "AFT", "EVE", "NIGHT", "PHS", *_V3_TIM
 _REPEAT_COMMON = {
     "boundsRange": To("boundsRange", range_),
     "boundsPeriod": To("boundsPeriod", period),
-    **_copy("count", "duration", "durationMax", "frequency", "frequencyMax", "period", "periodMax"),
+    **copied("count", "duration", "durationMax", "frequency", "frequencyMax", "period", "periodMax"),
 }
 timing_repeat = element(
     {**_REPEAT_COMMON, "boundsDuration": To("boundsDuration", quantity),
-     **_copy("countMax", "durationUnit", "periodUnit", "dayOfWeek", "timeOfDay", "offset"),
+     **copied("countMax", "durationUnit", "periodUnit", "dayOfWeek", "timeOfDay", "offset"),
      "when": To("when", many(codes(_WHEN)))},
     {**_REPEAT_COMMON, "boundsDuration": To("boundsQuantity", quantity), "durationUnit": To("durationUnits"),
      "periodUnit": To("periodUnits"), "when": To("when", first(codes(_WHEN)))})
@@ -234,7 +268,7 @@ def flatten_dose_and_rate(value: Any, ctx: Ctx, path: str) -> Any:
 
 
 _DOSAGE = element({
-    **_copy("sequence", "text", "asNeededBoolean"),
+    **copied("sequence", "text", "asNeededBoolean"),
     "additionalInstruction": To("additionalInstruction", many(codeable_concept)),
     "patientInstruction": To("patientInstruction"),
     "timing": To("timing", timing),
@@ -253,7 +287,8 @@ def dosage(value: Any, ctx: Ctx, path: str) -> dict | None:
     return _DOSAGE(flatten_dose_and_rate(value, ctx, path), ctx, path)
 
 
-_PRIMITIVE_VALUES = ("Base64Binary", "Boolean", "Code", "Date", "DateTime", "Decimal", "Id", "Instant", "Integer",
+# Primitive value[x] types of extensions that STU3, DSTU2 and R4 all have, under the same name.
+PRIMITIVE_VALUES = ("Base64Binary", "Boolean", "Code", "Date", "DateTime", "Decimal", "Id", "Instant", "Integer",
                      "Markdown", "Oid", "PositiveInt", "String", "Time", "UnsignedInt", "Uri")
 _COMPLEX_VALUES = {
     "Coding": coding, "CodeableConcept": codeable_concept, "Reference": reference, "Identifier": identifier,
@@ -265,7 +300,7 @@ _QUANTITY_PROFILES = ("Age", "Count", "Distance", "Duration")
 _EXTENSION_COMMON = {
     **ELEMENT,
     "url": To("url"),
-    **{f"value{t}": To(f"value{t}") for t in _PRIMITIVE_VALUES},
+    **{f"value{t}": To(f"value{t}") for t in PRIMITIVE_VALUES},
     "valueUrl": To("valueUri"),
     "valueCanonical": To("valueUri"),
     **{f"value{t}": To(f"value{t}", convert) for t, convert in _COMPLEX_VALUES.items()},

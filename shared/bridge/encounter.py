@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.bridge.base import CodeMap, Ctx, To, codes, first, identity, many
+from shared.bridge import datatypes
+from shared.bridge.base import CodeMap, Ctx, Datatypes, To, codes, first, identity, many
 from shared.bridge.datatypes import (
     codeable_concept,
     coding,
@@ -47,15 +48,22 @@ _PARTICIPANT = element({
     "period": To("period", period),
     "individual": To("individual", reference_to("Practitioner", "RelatedPerson")),
 })
-_HOSPITALIZATION = element({
-    "preAdmissionIdentifier": To("preAdmissionIdentifier", identifier),
-    "origin": To("origin", reference),
-    "admitSource": To("admitSource", codeable_concept),
-    "reAdmission": To("reAdmission", codeable_concept),
-    **{name: To(name, many(codeable_concept)) for name in ("dietPreference", "specialCourtesy", "specialArrangement")},
-    "destination": To("destination", reference),
-    "dischargeDisposition": To("dischargeDisposition", codeable_concept),
-})
+
+
+def hospitalization(dt: Datatypes) -> Any:
+    """Encounter.hospitalization's elements every version shares (DSTU2's diagnoses have no R4 place)."""
+    return dt.element({
+        "preAdmissionIdentifier": To("preAdmissionIdentifier", dt.identifier),
+        "origin": To("origin", dt.reference),
+        "admitSource": To("admitSource", dt.codeable_concept),
+        "reAdmission": To("reAdmission", dt.codeable_concept),
+        **{n: To(n, many(dt.codeable_concept)) for n in ("dietPreference", "specialCourtesy", "specialArrangement")},
+        "destination": To("destination", dt.reference),
+        "dischargeDisposition": To("dischargeDisposition", dt.codeable_concept),
+    })
+
+
+_HOSPITALIZATION = hospitalization(datatypes)
 _LOCATION = element({
     "location": To("location", reference),
     "status": To("status", codes(LOCATION_STATUS)),

@@ -6,26 +6,32 @@ no operationalStatus, alias or endpoint; R4 opening hours have no older equivale
 
 from __future__ import annotations
 
-from shared.bridge.base import CodeMap, To, codes, first, identity, many
-from shared.bridge.datatypes import address, codeable_concept, coding, contact_point, element, identifier, reference
+from shared.bridge import datatypes
+from shared.bridge.base import CodeMap, Datatypes, To, codes, first, identity, many
+from shared.bridge.datatypes import codeable_concept, coding, reference
 from shared.bridge.params import string, token
 from shared.bridge.resource import ResourceMap
 
-_COMMON = {
-    "identifier": To("identifier", many(identifier)),
-    "status": To("status", codes(CodeMap(identity("active", "suspended", "inactive")))),
-    "name": To("name"),
-    "description": To("description"),
-    "mode": To("mode", codes(CodeMap(identity("instance", "kind")))),
-    "type": To("type", first(codeable_concept)),
-    "telecom": To("telecom", many(contact_point)),
-    "address": To("address", address),
-    "physicalType": To("physicalType", codeable_concept),
-    "position": To("position", element({"longitude": To("longitude"), "latitude": To("latitude"),
-                                        "altitude": To("altitude")})),
-    "managingOrganization": To("managingOrganization", reference),
-    "partOf": To("partOf", reference),
-}
+
+def elements(dt: Datatypes) -> dict[str, To]:
+    """Location's elements that keep their name and cardinality in every version (not `type`)."""
+    return {
+        "identifier": To("identifier", many(dt.identifier)),
+        "status": To("status", codes(CodeMap(identity("active", "suspended", "inactive")))),
+        "name": To("name"),
+        "description": To("description"),
+        "mode": To("mode", codes(CodeMap(identity("instance", "kind")))),
+        "telecom": To("telecom", many(dt.contact_point)),
+        "address": To("address", dt.address),
+        "physicalType": To("physicalType", dt.codeable_concept),
+        "position": To("position", dt.element({"longitude": To("longitude"), "latitude": To("latitude"),
+                                               "altitude": To("altitude")})),
+        "managingOrganization": To("managingOrganization", dt.reference),
+        "partOf": To("partOf", dt.reference),
+    }
+
+
+_COMMON = {**elements(datatypes), "type": To("type", first(codeable_concept))}
 _SEARCH = {"name": string("name"), "identifier": token("identifier")}
 
 MAP = ResourceMap(

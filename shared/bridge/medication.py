@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.bridge.base import EXTRA_ITEMS, CodeMap, Ctx, To, codes, first, identity, many
+from shared.bridge import datatypes
+from shared.bridge.base import EXTRA_ITEMS, CodeMap, Ctx, Datatypes, To, codes, first, identity, many
 from shared.bridge.datatypes import (
     DOSE_AND_RATE,
     annotation,
@@ -21,8 +22,6 @@ from shared.bridge.datatypes import (
     element,
     flatten_dose_and_rate,
     identifier,
-    period,
-    quantity,
     ratio,
     reference,
     reference_to,
@@ -66,12 +65,17 @@ def _dstu2_dosage(value: Any, ctx: Ctx, path: str) -> dict | None:
     return _DSTU2_DOSAGE(flatten_dose_and_rate(value, ctx, path), ctx, path)
 
 
-_DISPENSE = {
-    "validityPeriod": To("validityPeriod", period),
-    "numberOfRepeatsAllowed": To("numberOfRepeatsAllowed"),
-    "quantity": To("quantity", quantity),
-    "expectedSupplyDuration": To("expectedSupplyDuration", quantity),
-}
+def dispense(dt: Datatypes) -> dict[str, To]:
+    """dispenseRequest's elements every version shares (STU3 and R4 add `performer`)."""
+    return {
+        "validityPeriod": To("validityPeriod", dt.period),
+        "numberOfRepeatsAllowed": To("numberOfRepeatsAllowed"),
+        "quantity": To("quantity", dt.quantity),
+        "expectedSupplyDuration": To("expectedSupplyDuration", dt.quantity),
+    }
+
+
+_DISPENSE = dispense(datatypes)
 _COMMON = {
     "identifier": To("identifier", many(identifier)),
     "status": To("status", codes(STATUS)),

@@ -12,18 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.bridge.base import CodeMap, Ctx, To, codes, first, identity, many
+from shared.bridge import datatypes
+from shared.bridge.base import CodeMap, Ctx, Datatypes, To, codes, first, identity, many
 from shared.bridge.datatypes import (
     annotation_text,
     codeable_concept,
     element,
-    identifier,
-    period,
-    quantity,
-    range_,
-    ratio,
     reference,
-    sampled_data,
 )
 from shared.bridge.params import PATIENT, date, token
 from shared.bridge.params import reference as reference_param
@@ -50,23 +45,51 @@ def _related(kind: str) -> Any:
     return convert
 
 
-_VALUES = {
-    "valueQuantity": To("valueQuantity", quantity),
-    "valueCodeableConcept": To("valueCodeableConcept", codeable_concept),
-    "valueString": To("valueString"),
-    "valueInteger": To("valueQuantity", _integer_quantity),
-    "valueRange": To("valueRange", range_),
-    "valueRatio": To("valueRatio", ratio),
-    "valueSampledData": To("valueSampledData", sampled_data),
-    "valueTime": To("valueTime"),
-    "valueDateTime": To("valueDateTime"),
-    "valuePeriod": To("valuePeriod", period),
-}
-_REFERENCE_RANGE = element(
-    {"low": To("low", quantity), "high": To("high", quantity), "type": To("type", codeable_concept),
-     "appliesTo": To("appliesTo", many(codeable_concept)), "age": To("age", range_), "text": To("text")},
-    {"low": To("low", quantity), "high": To("high", quantity), "type": To("meaning", codeable_concept),
-     "age": To("age", range_), "text": To("text")})
+def values(dt: Datatypes) -> dict[str, To]:
+    """The value[x] types every version has (R4's valueInteger is a Quantity in the older ones)."""
+    return {
+        "valueQuantity": To("valueQuantity", dt.quantity),
+        "valueCodeableConcept": To("valueCodeableConcept", dt.codeable_concept),
+        "valueString": To("valueString"),
+        "valueRange": To("valueRange", dt.range_),
+        "valueRatio": To("valueRatio", dt.ratio),
+        "valueSampledData": To("valueSampledData", dt.sampled_data),
+        "valueTime": To("valueTime"),
+        "valueDateTime": To("valueDateTime"),
+        "valuePeriod": To("valuePeriod", dt.period),
+    }
+
+
+def reference_range(dt: Datatypes) -> Any:
+    """referenceRange: DSTU2 calls R4's `type` `meaning` and has no `appliesTo`."""
+    common = {"low": To("low", dt.quantity), "high": To("high", dt.quantity), "age": To("age", dt.range_),
+              "text": To("text")}
+    return dt.element({**common, "type": To("type", dt.codeable_concept),
+                       "appliesTo": To("appliesTo", many(dt.codeable_concept))},
+                      {**common, "type": To("meaning", dt.codeable_concept)})
+
+
+def elements(dt: Datatypes) -> dict[str, To]:
+    """Observation's elements that keep their name and shape in every version."""
+    return {
+        "identifier": To("identifier", many(dt.identifier)),
+        "code": To("code", dt.codeable_concept),
+        "subject": To("subject", dt.reference),
+        "effectiveDateTime": To("effectiveDateTime"),
+        "effectivePeriod": To("effectivePeriod", dt.period),
+        "issued": To("issued"),
+        "performer": To("performer", many(dt.reference)),
+        **values(dt),
+        "dataAbsentReason": To("dataAbsentReason", dt.codeable_concept),
+        "bodySite": To("bodySite", dt.codeable_concept),
+        "method": To("method", dt.codeable_concept),
+        "specimen": To("specimen", dt.reference),
+        "device": To("device", dt.reference),
+    }
+
+
+_VALUES = {**values(datatypes), "valueInteger": To("valueQuantity", _integer_quantity)}
+_REFERENCE_RANGE = reference_range(datatypes)
 _COMPONENT_COMMON = {
     "code": To("code", codeable_concept),
     **_VALUES,
@@ -76,22 +99,11 @@ _COMPONENT_COMMON = {
 _COMPONENT = element({**_COMPONENT_COMMON, "interpretation": To("interpretation", first(codeable_concept))},
                      _COMPONENT_COMMON)
 _COMMON = {
-    "identifier": To("identifier", many(identifier)),
+    **elements(datatypes),
     "status": To("status", codes(STATUS)),
-    "code": To("code", codeable_concept),
-    "subject": To("subject", reference),
-    "effectiveDateTime": To("effectiveDateTime"),
-    "effectivePeriod": To("effectivePeriod", period),
     "effectiveInstant": To("effectiveDateTime"),  # an instant is a dateTime
-    "issued": To("issued"),
-    "performer": To("performer", many(reference)),
-    **_VALUES,
-    "dataAbsentReason": To("dataAbsentReason", codeable_concept),
+    "valueInteger": To("valueQuantity", _integer_quantity),
     "interpretation": To("interpretation", first(codeable_concept)),
-    "bodySite": To("bodySite", codeable_concept),
-    "method": To("method", codeable_concept),
-    "specimen": To("specimen", reference),
-    "device": To("device", reference),
     "referenceRange": To("referenceRange", many(_REFERENCE_RANGE)),
     "hasMember": To("related", _related("has-member")),
     "derivedFrom": To("related", _related("derived-from")),

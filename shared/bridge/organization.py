@@ -6,25 +6,32 @@ passes it through with the datatype fixes (R4's `organization-type` system is re
 
 from __future__ import annotations
 
-from shared.bridge.base import To, first, many
-from shared.bridge.datatypes import address, codeable_concept, contact_point, element, human_name, identifier, reference
+from shared.bridge import datatypes
+from shared.bridge.base import Datatypes, To, first, many
+from shared.bridge.datatypes import codeable_concept, reference
 from shared.bridge.params import string, token
 from shared.bridge.resource import ResourceMap
 
-_COMMON = {
-    "identifier": To("identifier", many(identifier)),
-    "active": To("active"),
-    "name": To("name"),
-    "telecom": To("telecom", many(contact_point)),
-    "address": To("address", many(address)),
-    "partOf": To("partOf", reference),
-    "contact": To("contact", many(element({
-        "purpose": To("purpose", codeable_concept),
-        "name": To("name", human_name),
-        "telecom": To("telecom", many(contact_point)),
-        "address": To("address", address),
-    }))),
-}
+
+def elements(dt: Datatypes) -> dict[str, To]:
+    """Organization's elements that keep their name and cardinality in every version (not `type`)."""
+    return {
+        "identifier": To("identifier", many(dt.identifier)),
+        "active": To("active"),
+        "name": To("name"),
+        "telecom": To("telecom", many(dt.contact_point)),
+        "address": To("address", many(dt.address)),
+        "partOf": To("partOf", dt.reference),
+        "contact": To("contact", many(dt.element({
+            "purpose": To("purpose", dt.codeable_concept),
+            "name": To("name", dt.human_name),
+            "telecom": To("telecom", many(dt.contact_point)),
+            "address": To("address", dt.address),
+        }))),
+    }
+
+
+_COMMON = elements(datatypes)
 _SEARCH = {"name": string("name"), "identifier": token("identifier"),
            "type": token("type", system="organization-type")}
 

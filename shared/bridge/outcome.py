@@ -6,8 +6,8 @@ R4 added two issue types, each a child of an older one in R4's own hierarchy
 
 from __future__ import annotations
 
-from shared.bridge.base import CodeMap, To, codes, identity, many
-from shared.bridge.datatypes import codeable_concept, element
+from shared.bridge import datatypes
+from shared.bridge.base import CodeMap, Datatypes, Table, To, codes, identity, many
 from shared.bridge.resource import ResourceMap
 
 ISSUE_TYPE = CodeMap({
@@ -18,16 +18,19 @@ ISSUE_TYPE = CodeMap({
     "multiple-matches": "processing",
     "deleted": "not-found",
 })
-_ISSUE = {
-    "severity": To("severity", codes(CodeMap(identity("fatal", "error", "warning", "information")))),
-    "code": To("code", codes(ISSUE_TYPE)),
-    "details": To("details", codeable_concept),
-    "diagnostics": To("diagnostics"),
-    "location": To("location"),
-}
 
-MAP = ResourceMap(
-    "OperationOutcome",
-    stu3={"issue": To("issue", many(element({**_ISSUE, "expression": To("expression")})))},
-    dstu2={"issue": To("issue", many(element(_ISSUE)))},
-)
+
+def elements(dt: Datatypes, issue_type: CodeMap) -> dict[str, Table]:
+    """OperationOutcome's tables per older version (DSTU2 has no `expression`)."""
+    issue = {
+        "severity": To("severity", codes(CodeMap(identity("fatal", "error", "warning", "information")))),
+        "code": To("code", codes(issue_type)),
+        "details": To("details", dt.codeable_concept),
+        "diagnostics": To("diagnostics"),
+        "location": To("location"),
+    }
+    return {"stu3": {"issue": To("issue", many(dt.element({**issue, "expression": To("expression")})))},
+            "dstu2": {"issue": To("issue", many(dt.element(issue)))}}
+
+
+MAP = ResourceMap("OperationOutcome", **elements(datatypes, ISSUE_TYPE))

@@ -7,19 +7,11 @@ The app reads name.family/given/use/prefix, gender, birthDate, the MRN identifie
 
 from __future__ import annotations
 
-from shared.bridge.base import CodeMap, To, codes, identity, many
-from shared.bridge.datatypes import (
-    address,
-    attachment,
-    codeable_concept,
-    contact_point,
-    element,
-    human_name,
-    identifier,
-    period,
-    reference,
-    reference_to,
-)
+from collections.abc import Mapping
+
+from shared.bridge import datatypes
+from shared.bridge.base import CodeMap, Datatypes, To, codes, identity, many
+from shared.bridge.datatypes import reference, reference_to
 from shared.bridge.params import date, string, token
 from shared.bridge.resource import ResourceMap
 
@@ -28,35 +20,43 @@ LINK_TYPE = {
     "dstu2": CodeMap({"replaced-by": "replace", "refer": "refer", "seealso": "seealso"}),
 }
 
-_CONTACT = element({
-    "relationship": To("relationship", many(codeable_concept)),
-    "name": To("name", human_name),
-    "telecom": To("telecom", many(contact_point)),
-    "address": To("address", address),
-    "gender": To("gender"),
-    "organization": To("organization", reference),
-    "period": To("period", period),
-})
-_COMMON = {
-    "identifier": To("identifier", many(identifier)),
-    "active": To("active"),
-    "name": To("name", many(human_name)),
-    "telecom": To("telecom", many(contact_point)),
-    "gender": To("gender"),
-    "birthDate": To("birthDate"),
-    "deceasedBoolean": To("deceasedBoolean"),
-    "deceasedDateTime": To("deceasedDateTime"),
-    "address": To("address", many(address)),
-    "maritalStatus": To("maritalStatus", codeable_concept),
-    "multipleBirthBoolean": To("multipleBirthBoolean"),
-    "multipleBirthInteger": To("multipleBirthInteger"),
-    "photo": To("photo", many(attachment)),
-    "contact": To("contact", many(_CONTACT)),
-    "communication": To("communication", many(element({
-        "language": To("language", codeable_concept), "preferred": To("preferred")}))),
-    "managingOrganization": To("managingOrganization", reference),
-    "link": To("link", many(element({"other": To("other", reference), "type": To("type", codes(LINK_TYPE))}))),
-}
+
+
+def elements(dt: Datatypes, link_type: Mapping[str, CodeMap]) -> dict[str, To]:
+    """Patient's elements that keep their name in every version, in one direction's datatypes."""
+    contact = dt.element({
+        "relationship": To("relationship", many(dt.codeable_concept)),
+        "name": To("name", dt.human_name),
+        "telecom": To("telecom", many(dt.contact_point)),
+        "address": To("address", dt.address),
+        "gender": To("gender"),
+        "organization": To("organization", dt.reference),
+        "period": To("period", dt.period),
+    })
+    return {
+        "identifier": To("identifier", many(dt.identifier)),
+        "active": To("active"),
+        "name": To("name", many(dt.human_name)),
+        "telecom": To("telecom", many(dt.contact_point)),
+        "gender": To("gender"),
+        "birthDate": To("birthDate"),
+        "deceasedBoolean": To("deceasedBoolean"),
+        "deceasedDateTime": To("deceasedDateTime"),
+        "address": To("address", many(dt.address)),
+        "maritalStatus": To("maritalStatus", dt.codeable_concept),
+        "multipleBirthBoolean": To("multipleBirthBoolean"),
+        "multipleBirthInteger": To("multipleBirthInteger"),
+        "photo": To("photo", many(dt.attachment)),
+        "contact": To("contact", many(contact)),
+        "communication": To("communication", many(dt.element({
+            "language": To("language", dt.codeable_concept), "preferred": To("preferred")}))),
+        "managingOrganization": To("managingOrganization", dt.reference),
+        "link": To("link", many(dt.element({"other": To("other", dt.reference),
+                                            "type": To("type", codes(link_type))}))),
+    }
+
+
+_COMMON = elements(datatypes, LINK_TYPE)
 _SEARCH = {
     "id": token("_id"),  # the Patients app articles write `id`
     "family": string("family", "contains"),

@@ -6,37 +6,34 @@ datatype fixes every resource gets (names, identifiers, Coding systems).
 
 from __future__ import annotations
 
-from shared.bridge.base import To, first, many
-from shared.bridge.datatypes import (
-    address,
-    attachment,
-    codeable_concept,
-    contact_point,
-    element,
-    human_name,
-    identifier,
-    period,
-    reference,
-)
+from shared.bridge import datatypes
+from shared.bridge.base import Datatypes, To, first, many
+from shared.bridge.datatypes import human_name
 from shared.bridge.params import string, token
 from shared.bridge.resource import ResourceMap
 
-_COMMON = {
-    "identifier": To("identifier", many(identifier)),
-    "active": To("active"),
-    "telecom": To("telecom", many(contact_point)),
-    "address": To("address", many(address)),
-    "gender": To("gender"),
-    "birthDate": To("birthDate"),
-    "photo": To("photo", many(attachment)),
-    "qualification": To("qualification", many(element({
-        "identifier": To("identifier", many(identifier)),
-        "code": To("code", codeable_concept),
-        "period": To("period", period),
-        "issuer": To("issuer", reference),
-    }))),
-    "communication": To("communication", many(codeable_concept)),
-}
+
+def elements(dt: Datatypes) -> dict[str, To]:
+    """Practitioner's elements that keep their name and cardinality in every version (not `name`)."""
+    return {
+        "identifier": To("identifier", many(dt.identifier)),
+        "active": To("active"),
+        "telecom": To("telecom", many(dt.contact_point)),
+        "address": To("address", many(dt.address)),
+        "gender": To("gender"),
+        "birthDate": To("birthDate"),
+        "photo": To("photo", many(dt.attachment)),
+        "qualification": To("qualification", many(dt.element({
+            "identifier": To("identifier", many(dt.identifier)),
+            "code": To("code", dt.codeable_concept),
+            "period": To("period", dt.period),
+            "issuer": To("issuer", dt.reference),
+        }))),
+        "communication": To("communication", many(dt.codeable_concept)),
+    }
+
+
+_COMMON = elements(datatypes)
 _SEARCH = {"name": string("name"), "family": string("family"), "given": string("given"),
            "identifier": token("identifier")}
 

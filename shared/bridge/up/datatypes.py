@@ -1,0 +1,238 @@
+"""STU3/DSTU2 datatypes in their R4 shapes: the inverse of `shared.bridge.datatypes`.
+
+Datatypes whose shape is the same in all three versions (Quantity, Range, Ratio, Period,
+Attachment, Narrative, SampledData) are the down bridge's own converters, re-exported here. What
+changes on the way up: older code-system URIs become terminology.hl7.org ones
+(`terminology.to_r4`); DSTU2 `HumanName.family` (a list) becomes one string; references to DSTU2
+`MedicationOrder` become `MedicationRequest`; DSTU2 Timing's `durationUnits`/`periodUnits`/one
+`when` take R4's names; flat dose[x]/rate[x] move into `doseAndRate`; the older versions' plain
+`comment` strings become Annotations. `Meta.profile` names STU3/DSTU2 profiles, a claim an R4
+resource cannot make: dropped and counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.bridge.base import (
+    NOT_REPRESENTABLE,
+    RENAMED_TYPES,
+    ByFacade,
+    CodeMap,
+    Ctx,
+    Table,
+    To,
+    codes,
+    convert_elements,
+    identity,
+    many,
+    same,
+    struct,
+)
+from shared.bridge.datatypes import (
+    PRIMITIVE_VALUES,
+    address_elements,
+    attachment,
+    copied,
+    human_name_elements,
+    identifier_elements,
+    meta_elements,
+    narrative,
+    period,
+    quantity,
+    range_,
+    ratio,
+    reference_elements,
+    renaming_references,
+    sampled_data,
+)
+from shared.bridge.terminology import to_r4
+
+__all__ = ["attachment", "copied", "narrative", "period", "quantity", "range_", "ratio", "sampled_data"]
+
+# Provider type name → R4 type name (DSTU2 MedicationOrder → MedicationRequest).
+R4_TYPES = {facade: {old: r4 for r4, old in names.items()} for facade, names in RENAMED_TYPES.items()}
+
+
+def extensions(value: Any, ctx: Ctx, path: str) -> list[dict]:
+    """Extensions keep their URL; complex values are converted like the same datatype elsewhere.
+
+    One left without a value or nested extension (its value had no R4 form) is left out: R4 forbids it.
+    """
+    items = value if isinstance(value, list) else [value]
+    converted = (convert_elements(item, _EXTENSION, ctx, path) for item in items if isinstance(item, dict))
+    return [e for e in converted if any(k.startswith("value") or k == "extension" for k in e)]
+
+
+ELEMENT: dict[str, To] = {"id": To("id"), "extension": To("extension", extensions)}
+
+
+def element(stu3: Table, dstu2: Table | None = None) -> Any:
+    """A datatype or backbone element: its own table(s) plus the id and extensions every element has."""
+    return struct({**ELEMENT, **stu3}, None if dstu2 is None else {**ELEMENT, **dstu2})
+
+
+_CODING = element(copied("system", "version", "code", "display", "userSelected"))
+
+
+def coding(value: Any, ctx: Ctx, path: str) -> dict | None:
+    """A Coding with R4's name for the system (and, for a few FHIR code systems, R4's code)."""
+    out = _CODING(value, ctx, path)
+    if out and isinstance(out.get("system"), str):
+        system, code = to_r4(out["system"], out.get("code") or "", ctx.facade)
+        if system != out["system"] and out.pop("version", None) is not None:
+            ctx.drop(f"{path}.version", NOT_REPRESENTABLE)  # an older release's version names no R4 release
+        out["system"] = system
+        if "code" in out:
+            out["code"] = code
+    return out
+
+
+codeable_concept = element({"coding": To("coding", many(coding)), "text": To("text")})
+
+
+def concept(system: str, table: CodeMap | dict[str, CodeMap]) -> Any:
+    """An older plain status `code` as R4's CodeableConcept in its terminology.hl7.org code system."""
+
+    def convert(value: Any, ctx: Ctx, path: str) -> dict | None:
+        code = codes(table)(value, ctx, path)
+        return {"coding": [{"system": system, "code": code}]} if code else None
+
+    return convert
+
+
+def inverted(table: CodeMap, **extra: str) -> CodeMap:
+    """A down-bridge code table read backwards (older code → R4 code).
+
+    Where several R4 codes map to one older code, the R4 code of the same spelling wins (DSTU2
+    `amended` → R4 `amended`, not `corrected`); `extra` names older codes with no such twin.
+    """
+    back: dict[str, str] = {}
+    for r4, older in table.forward.items():
+        if older not in back or r4 == older:
+            back[older] = r4
+    return CodeMap({**back, **extra})
+
+
+def _identifier(value: Any, ctx: Ctx, path: str) -> Any:
+    return identifier(value, ctx, path)  # Reference and Identifier refer to each other
+
+
+reference_url = renaming_references(R4_TYPES)  # MedicationOrder/1 → MedicationRequest/1
+reference = element(*reference_elements(reference_url, _identifier))
+identifier = element(identifier_elements(codeable_concept, period, reference))
+
+
+def joined(value: Any, ctx: Ctx, path: str) -> str | None:
+    """DSTU2 family name parts in one R4 string, in order (R4 spells multi-part names so)."""
+    parts = [p for p in (value if isinstance(value, list) else [value]) if isinstance(p, str) and p]
+    return " ".join(parts) or None
+
+
+human_name = element(human_name_elements(ByFacade(same, joined), period))
+contact_point = element({
+    "system": To("system", codes(CodeMap(identity("phone", "fax", "email", "pager", "url", "sms", "other")))),
+    "value": To("value"),
+    "use": To("use", codes(CodeMap(identity("home", "work", "temp", "old", "mobile")))),
+    "rank": To("rank"),
+    "period": To("period", period),
+})
+address = element(address_elements(period))
+annotation = element({"authorReference": To("authorReference", reference), **copied("authorString", "time", "text")})
+
+
+DATA_ABSENT_REASON = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+
+
+def absent(reason: str) -> dict[str, Any]:
+    """An element R4 requires and the older resource cannot fill, stated as absent rather than invented
+    (FHIR's data-absent-reason extension: `unknown`, or `unsupported` for a value R4 has no code for)."""
+    return {"extension": [{"url": DATA_ABSENT_REASON, "valueCode": reason}]}
+
+
+def note_from_text(value: Any, ctx: Ctx, path: str) -> list[dict] | None:
+    """An older plain comment string as R4's one Annotation."""
+    return [{"text": value}] if isinstance(value, str) and value else None
+
+
+meta = element(meta_elements(coding))
+
+_WHEN = identity("HS", "WAKE", "C", "CM", "CD", "CV", "AC", "ACM", "ACD", "ACV", "PC", "PCM", "PCD", "PCV",
+                 "MORN", "AFT", "EVE", "NIGHT", "PHS")
+_REPEAT_COMMON = {
+    "boundsRange": To("boundsRange", range_),
+    "boundsPeriod": To("boundsPeriod", period),
+    **copied("count", "duration", "durationMax", "frequency", "frequencyMax", "period", "periodMax"),
+}
+timing_repeat = element(
+    {**_REPEAT_COMMON, "boundsDuration": To("boundsDuration", quantity),
+     **copied("countMax", "durationUnit", "periodUnit", "dayOfWeek", "timeOfDay", "offset"),
+     "when": To("when", many(codes(CodeMap(_WHEN))))},
+    {**_REPEAT_COMMON, "boundsQuantity": To("boundsDuration", quantity), "durationUnits": To("durationUnit"),
+     "periodUnits": To("periodUnit"), "when": To("when", many(codes(CodeMap(_WHEN))))})
+timing = element({"event": To("event"), "repeat": To("repeat", timing_repeat), "code": To("code", codeable_concept)})
+
+DOSE_AND_RATE = ("doseQuantity", "doseRange", "rateRatio", "rateRange", "rateQuantity")
+
+
+def nest_dose_and_rate(value: Any) -> Any:
+    """The older flat dose[x]/rate[x] as R4's one `doseAndRate` item (the inverse of flattening)."""
+    if not isinstance(value, dict) or not any(k in value for k in DOSE_AND_RATE):
+        return value
+    nested = {k: v for k, v in value.items() if k in DOSE_AND_RATE}
+    return {**{k: v for k, v in value.items() if k not in DOSE_AND_RATE}, "doseAndRate": [nested]}
+
+
+_DOSE_AND_RATE = many(element({
+    "doseQuantity": To("doseQuantity", quantity), "doseRange": To("doseRange", range_),
+    "rateRatio": To("rateRatio", ratio), "rateRange": To("rateRange", range_),
+    "rateQuantity": To("rateQuantity", quantity)}))
+DOSAGE_COMMON = {
+    "text": To("text"),
+    "timing": To("timing", timing),
+    "asNeededBoolean": To("asNeededBoolean"),
+    "asNeededCodeableConcept": To("asNeededCodeableConcept", codeable_concept),
+    "route": To("route", codeable_concept),
+    "method": To("method", codeable_concept),
+    "doseAndRate": To("doseAndRate", _DOSE_AND_RATE),
+    "maxDosePerPeriod": To("maxDosePerPeriod", ratio),
+}
+_DOSAGE = element({
+    **DOSAGE_COMMON,
+    "sequence": To("sequence"),
+    "additionalInstruction": To("additionalInstruction", many(codeable_concept)),
+    "patientInstruction": To("patientInstruction"),
+    "site": To("site", codeable_concept),
+    "maxDosePerAdministration": To("maxDosePerAdministration", quantity),
+    "maxDosePerLifetime": To("maxDosePerLifetime", quantity),
+})
+
+
+def dosage(value: Any, ctx: Ctx, path: str) -> dict | None:
+    """An STU3 Dosage as R4's (the same elements but for the nested dose and rate)."""
+    return _DOSAGE(nest_dose_and_rate(value), ctx, path)
+
+
+_COMPLEX_VALUES = {
+    "Coding": coding, "CodeableConcept": codeable_concept, "Reference": reference, "Identifier": identifier,
+    "HumanName": human_name, "Address": address, "ContactPoint": contact_point, "Period": period,
+    "Quantity": quantity, "Range": range_, "Ratio": ratio, "Attachment": attachment, "Annotation": annotation,
+    "SampledData": sampled_data, "Timing": timing, "Age": quantity, "Count": quantity, "Distance": quantity,
+    "Duration": quantity,
+}
+
+
+def scalar(value: Any, ctx: Ctx, path: str) -> Any:
+    """An extension holds one primitive value; a list or object there (seen in provider data) has no R4 form."""
+    if isinstance(value, list | dict):
+        ctx.drop(path, NOT_REPRESENTABLE)
+        return None
+    return value
+
+
+_EXTENSION = {
+    **ELEMENT,
+    "url": To("url"),
+    **{f"value{t}": To(f"value{t}", scalar) for t in PRIMITIVE_VALUES},
+    **{f"value{t}": To(f"value{t}", convert) for t, convert in _COMPLEX_VALUES.items()},
+}
