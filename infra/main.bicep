@@ -160,6 +160,9 @@ param tokenFailuresPerClient int = 300
 @minValue(1)
 param tokenFailureWindowSeconds int = 60
 
+@description('UPSTREAM_AZURE_AD_SCOPES_ALLOWED: comma-separated Entra scopes an azure_ad tenant may use besides its provider\'s own <origin>/.default. Each one lets a function-key holder send the gateway\'s managed-identity token to that resource: never list Storage, Key Vault or Management.')
+param upstreamAzureAdScopesAllowed string = ''
+
 // ---------------------------------------------------------------------------------------------
 // Names and tags
 // ---------------------------------------------------------------------------------------------
@@ -268,6 +271,7 @@ var gatewayAppSettings = {
   TOKEN_FAILURES_PER_SOURCE: string(tokenFailuresPerSource)
   TOKEN_FAILURES_PER_CLIENT: string(tokenFailuresPerClient)
   TOKEN_FAILURE_WINDOW_SECONDS: string(tokenFailureWindowSeconds)
+  UPSTREAM_AZURE_AD_SCOPES_ALLOWED: upstreamAzureAdScopesAllowed
 }
 
 module functionApp 'modules/functionapp.bicep' = {

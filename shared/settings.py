@@ -29,6 +29,11 @@ def _str(name: str) -> str | None:
     return value or None
 
 
+def _list(raw: str) -> tuple[str, ...]:
+    """A comma-separated setting: blanks around and between items are ignored."""
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     public_base_url: str | None
@@ -56,6 +61,8 @@ class Settings:
     token_failures_per_source: int
     token_failures_per_client: int
     token_failure_window_seconds: int
+    allow_loopback_http: bool = False
+    upstream_azure_ad_scopes_allowed: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -86,6 +93,9 @@ class Settings:
             token_failures_per_source=max(1, _int("TOKEN_FAILURES_PER_SOURCE", 60)),
             token_failures_per_client=max(1, _int("TOKEN_FAILURES_PER_CLIENT", 300)),
             token_failure_window_seconds=max(1, _int("TOKEN_FAILURE_WINDOW_SECONDS", 60)),
+            # Local development only (plain-http loopback EHRs and IdPs); infra/ never sets it.
+            allow_loopback_http=_str("GATEWAY_ALLOW_LOOPBACK_HTTP") == "1",
+            upstream_azure_ad_scopes_allowed=_list(_str("UPSTREAM_AZURE_AD_SCOPES_ALLOWED") or ""),
         )
 
 

@@ -1,0 +1,133 @@
+"""Issue #13 (hardening): each input the security review found working is sent as written, and gets
+the answer the issue asks for. Unit-level checks run the pure functions with explicit policies;
+end-to-end checks go through the running local stack (real host, Azurite, Key Vault emulator, EHRs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import requests
+
+from shared.outbound import BadUrl, OutboundPolicy, is_loopback_host, normalise_url
+from shared.portal.sessions import KEY_NAME as PORTAL_KEY_NAME
+from shared.routes import parse_route
+from shared.signing import PREFIX as SIGNING_KEY_PREFIX
+from shared.upstream_auth import InvalidUpstreamAuth, validate_upstream_auth
+from tests.gateway_calls import TIMEOUT, assert_problem, create_client, new_tenant_id, put_tenant, route_body
+
+PRODUCTION = OutboundPolicy()
+LOCAL_DEV = OutboundPolicy(allow_loopback_http=True)
+NOW = "2026-11-30T00:00:00+00:00"
+TENANT = "0b6f1a52-3c4d-4e5f-8a9b-0c1d2e3f4a5b"
+
+
+@pytest.fixture(scope="module")
+def client_id(stack: Any) -> str:
+    return create_client(stack.manage, "Hardening test client")["client_id"]
+
+
+def refused_and_not_stored(manage: Any, body: dict[str, Any], field: str) -> None:
+    """400 naming the field, and the tenant does not exist afterwards."""
+    tenant_id = new_tenant_id()
+    assert_problem(put_tenant(manage, tenant_id, body), 400, field)
+    assert manage("GET", f"/tenants/{tenant_id}").status_code == 404
+
+
+# --- item 1: the management API cannot turn the gateway's identity or secrets against it -----------
+
+def test_azure_ad_scope_of_another_resource_is_refused_and_nothing_stored(manage: Any, client_id: str) -> None:
+    """The issue's input: a managed-identity token for Storage sent to an attacker's host."""
+    for scope in ("https://storage.azure.com/.default", "https://vault.azure.net/.default",
+                  "https://management.azure.com/.default"):
+        body = route_body("https://attacker.example/fhir", [client_id],
+                          upstream_auth={"kind": "azure_ad", "scope": scope})
+        refused_and_not_stored(manage, body, "upstream_auth.scope")
+
+
+def test_azure_ad_scope_is_the_provider_audience_or_on_the_operator_allow_list() -> None:
+    base = "https://ehr.example.org/fhir"
+    own = validate_upstream_auth({"kind": "azure_ad", "scope": "https://ehr.example.org/.default"}, base, PRODUCTION)
+    assert own["scope"] == "https://ehr.example.org/.default"
+    assert validate_upstream_auth({"kind": "azure_ad"}, base, PRODUCTION) == {"kind": "azure_ad"}
+    allowed = OutboundPolicy(azure_ad_scopes_allowed=frozenset({"api://ehr-proxy/.default"}))
+    assert validate_upstream_auth({"kind": "azure_ad", "scope": "api://ehr-proxy/.default"}, base, allowed)
+    with pytest.raises(InvalidUpstreamAuth) as caught:
+        validate_upstream_auth({"kind": "azure_ad", "scope": "api://ehr-proxy/.default"}, base, PRODUCTION)
+    assert caught.value.field == "upstream_auth.scope"
+
+
+@pytest.mark.parametrize("kind", ["bearer", "client_credentials", "smart_backend"])
+def test_the_gateways_own_secrets_can_never_be_referenced(stack: Any, manage: Any, client_id: str,
+                                                          kind: str) -> None:
+    kid = requests.get(f"{stack.facts['gateway_base_url']}/api/oauth2/jwks", timeout=TIMEOUT).json()["keys"][0]["kid"]
+    own = [PORTAL_KEY_NAME, f"{SIGNING_KEY_PREFIX}{kid}", f"client-{client_id}-s1", "gateway-anything"]
+    extra = {"bearer": {},
+             "client_credentials": {"token_url": "https://idp.example.org/token", "client_id": "gw"},
+             "smart_backend": {"token_url": "https://idp.example.org/token", "client_id": "gw", "alg": "RS384",
+                               "kid": "k1", "scope": "system/*.read"}}[kind]
+    for name in own:
+        body = route_body("https://ehr.example.org/fhir", [client_id],
+                          upstream_auth={"kind": kind, "secret_name": name, **extra})
+        refused_and_not_stored(manage, body, "upstream_auth.secret_name")
+
+
+def test_upstream_token_urls_must_be_https(manage: Any, client_id: str) -> None:
+    for url in ("http://idp.example.org/token", "ftp://idp.example.org/token"):
+        body = route_body("https://ehr.example.org/fhir", [client_id], upstream_auth={
+            "kind": "client_credentials", "token_url": url, "client_id": "gw", "secret_name": "upstream-cc"})
+        refused_and_not_stored(manage, body, "upstream_auth.token_url")
+
+
+def test_an_upstream_secret_in_its_own_name_space_is_accepted(manage: Any, client_id: str) -> None:
+    body = route_body("https://ehr.example.org/fhir", [client_id],
+                      upstream_auth={"kind": "bearer", "secret_name": "upstream-contoso-bearer"})
+    response = put_tenant(manage, new_tenant_id(), body)
+    assert response.status_code == 201, response.text
+
+
+# --- item 2: dev-only allowances, normalised URLs, one loopback test -------------------------------
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "[::1]", "LOCALHOST"])
+def test_one_loopback_helper_for_providers_and_token_urls(host: str) -> None:
+    assert is_loopback_host(host)
+    provider = parse_route(TENANT, {"provider_base_url": f"http://{host}:8080/fhir", "fhir_version": "stu3",
+                                    "upstream_auth": {"kind": "client_credentials",
+                                                      "token_url": f"http://{host}:9/token", "client_id": "gw",
+                                                      "secret_name": "upstream-x"}}, NOW, policy=LOCAL_DEV)
+    assert provider.provider_base_url.startswith("http://")
+    assert provider.upstream_auth["token_url"].startswith("http://")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "[::1]"])
+def test_plain_http_loopback_is_refused_without_the_local_development_setting(host: str) -> None:
+    with pytest.raises(BadUrl):
+        normalise_url(f"http://{host}:8080/fhir", PRODUCTION, base=True)
+    with pytest.raises(InvalidUpstreamAuth) as caught:
+        validate_upstream_auth({"kind": "client_credentials", "token_url": f"http://{host}/token", "client_id": "gw",
+                                "secret_name": "upstream-x"}, "https://ehr.example.org/fhir", PRODUCTION)
+    assert caught.value.field == "upstream_auth.token_url"
+
+
+@pytest.mark.parametrize("url", [
+    "http://local\thost/fhir", "https://ehr.example.org/fh\nir", "https://ehr.example.org/fhir\x00",
+    "https://ehr.exa mple.org/fhir", "https://ehr.example.org/fhir?_format=json", "https://ehr.example.org/fhir#x",
+    "https://ehr.example.org/fhir?", "https://user:pw@ehr.example.org/fhir", "https://ehr.exämple.org/fhir",
+    "https://ehr%2eexample.org/fhir", "http://10.0.0.1/fhir", "http://127.0.0.1.example.org/fhir",
+])
+def test_provider_urls_with_control_characters_queries_or_odd_hosts_are_refused(
+        manage: Any, client_id: str, url: str) -> None:
+    refused_and_not_stored(manage, route_body(url, [client_id]), "provider_base_url")
+
+
+def test_the_stored_url_is_the_normalised_one(manage: Any, client_id: str) -> None:
+    tenant_id = new_tenant_id()
+    body = route_body("HTTPS://EHR.Example.ORG:443/fhir/r4/", [client_id], upstream_auth={
+        "kind": "client_credentials", "token_url": "HTTPS://IdP.Example.org:443/token?tenant=a", "client_id": "gw",
+        "secret_name": "upstream-cc"})
+    assert put_tenant(manage, tenant_id, body).status_code == 201
+    stored = manage("GET", f"/tenants/{tenant_id}").json()
+    assert stored["provider_base_url"] == "https://ehr.example.org/fhir/r4"
+    assert stored["upstream_auth"]["token_url"] == "https://idp.example.org/token?tenant=a"
+    assert normalise_url("http://[0:0:0:0:0:0:0:1]:80/fhir", LOCAL_DEV, base=True) == "http://[::1]/fhir"
