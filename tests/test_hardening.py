@@ -5,17 +5,30 @@ end-to-end checks go through the running local stack (real host, Azurite, Key Va
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
 
+from shared.errors import FhirError
 from shared.outbound import BadUrl, OutboundPolicy, is_loopback_host, normalise_url
+from shared.policy import batch_entry_interaction, drop_disallowed_entries, interaction_for
 from shared.portal.sessions import KEY_NAME as PORTAL_KEY_NAME
 from shared.routes import parse_route
 from shared.signing import PREFIX as SIGNING_KEY_PREFIX
 from shared.upstream_auth import InvalidUpstreamAuth, validate_upstream_auth
-from tests.gateway_calls import TIMEOUT, assert_problem, create_client, new_tenant_id, put_tenant, route_body
+from tests.gateway_calls import (
+    TIMEOUT,
+    assert_operation_outcome,
+    assert_problem,
+    create_client,
+    new_tenant_id,
+    put_tenant,
+    route_body,
+)
+from tests.reliability import Consumer, bearer, provider_log
 
 PRODUCTION = OutboundPolicy()
 LOCAL_DEV = OutboundPolicy(allow_loopback_http=True)
@@ -131,3 +144,93 @@ def test_the_stored_url_is_the_normalised_one(manage: Any, client_id: str) -> No
     assert stored["provider_base_url"] == "https://ehr.example.org/fhir/r4"
     assert stored["upstream_auth"]["token_url"] == "https://idp.example.org/token?tenant=a"
     assert normalise_url("http://[0:0:0:0:0:0:0:1]:80/fhir", LOCAL_DEV, base=True) == "http://[::1]/fhir"
+
+
+# --- item 3: the resource-type allow-list cannot be bypassed ---------------------------------------
+
+# The issue's inputs, as sent; refused with 400 not-supported (the request form is unsupported,
+# whatever the tenant allows), OperationOutcome.
+CROSS_TYPE_QUERIES = ["_id=x&_revinclude=*", "_include=*", "_has:Observation:patient:code=1234",
+                      "_id=x&_include:iterate=Patient:organization", "_REVINCLUDE=*", "_has=x"]
+
+
+@pytest.mark.parametrize("query", CROSS_TYPE_QUERIES)
+def test_include_revinclude_and_has_are_refused_by_policy(query: str) -> None:
+    for attempt in (lambda: interaction_for("GET", "Patient", query),
+                    lambda: interaction_for("POST", "Patient/_search", "", query.encode()),
+                    lambda: batch_entry_interaction({"request": {"method": "GET", "url": f"Patient?{query}"}})):
+        with pytest.raises(FhirError) as caught:
+            attempt()
+        assert (caught.value.status, caught.value.code) == (400, "not-supported")
+
+
+@pytest.fixture(scope="module")
+def patient_only(stack: Any) -> dict[str, Any]:
+    """A tenant limited to ["Patient"] on the shared STU3 EHR, and a token for it."""
+    consumer = Consumer(stack, "Patient-only client")
+    tenant_id = new_tenant_id()
+    provider = stack.facts["provider_base_urls"]["stu3"]
+    body = route_body(provider, [consumer.client_id], resource_types=["Patient"])
+    assert put_tenant(stack.manage, tenant_id, body).status_code == 201
+    return {"headers": bearer(consumer.token(tenant_id)), "base": stack.facts["fhir_base_urls"]["stu3"],
+            "provider": provider}
+
+
+def _never_reached_the_provider(provider: str) -> None:
+    for entry in provider_log(provider):
+        query = entry["query"].lower()
+        assert "include" not in query and "_has" not in query, entry
+
+
+@pytest.mark.parametrize("query", CROSS_TYPE_QUERIES)
+def test_include_revinclude_and_has_are_refused_end_to_end(patient_only: dict[str, Any], query: str) -> None:
+    base, headers = patient_only["base"], patient_only["headers"]
+    assert_operation_outcome(requests.get(f"{base}/Patient?{query}", headers=headers, timeout=TIMEOUT),
+                             400, "not-supported")
+    form = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+    assert_operation_outcome(requests.post(f"{base}/Patient/_search", data=query, headers=form, timeout=TIMEOUT),
+                             400, "not-supported")
+    bundle = {"resourceType": "Bundle", "type": "batch",
+              "entry": [{"request": {"method": "GET", "url": f"Patient?{query}"}}]}
+    answer = requests.post(base, json=bundle, headers={**headers, "Content-Type": "application/fhir+json"},
+                           timeout=TIMEOUT)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["entry"][0]["response"]["status"].startswith("400")
+    _never_reached_the_provider(patient_only["provider"])
+
+
+def test_a_plain_patient_search_still_works_on_the_limited_tenant(patient_only: dict[str, Any]) -> None:
+    answer = requests.get(f"{patient_only['base']}/Patient?_count=2", headers=patient_only["headers"],
+                          timeout=TIMEOUT)
+    assert answer.status_code == 200 and answer.json()["resourceType"] == "Bundle"
+
+
+def test_response_entries_of_types_the_tenant_does_not_allow_are_dropped() -> None:
+    bundle = {"resourceType": "Bundle", "type": "searchset", "total": 1, "entry": [
+        {"resource": {"resourceType": "Patient", "id": "p"}, "search": {"mode": "match"}},
+        {"resource": {"resourceType": "Observation", "id": "o"}, "search": {"mode": "include"}},
+        {"resource": {"resourceType": "OperationOutcome"}, "search": {"mode": "outcome"}},
+        {"resource": {"resourceType": "Observation", "id": "o2"}}, {"resource": "junk"},
+        {"response": {"status": "404 Not Found"}}]}
+    dropped = drop_disallowed_entries(bundle, ("Patient",))
+    assert [e.get("resource", {}).get("resourceType") for e in bundle["entry"]] == ["Patient", "OperationOutcome",
+                                                                                   None]
+    assert dropped == {"Observation": 2, "None": 1} and bundle["total"] == 1
+    assert drop_disallowed_entries({"resourceType": "Patient"}, ("Patient",)) == {}
+
+
+# --- item 4: numeric parameters are ASCII digits (R4 routes too, where `_offset=²` was a 500) ------
+
+@pytest.mark.parametrize("query", ["_count=\u00b2", "_offset=\u00b2", "_count=\u0663", "_offset=1\u00b2"])
+@pytest.mark.parametrize("tenant_index", [0, 2])
+def test_unicode_digits_in_numeric_parameters_are_400(facts: dict[str, Any], query: str,
+                                                      tenant_index: int) -> None:
+    tenant = facts["demo_tenants"][tenant_index]["tenant_id"]
+    response = requests.post(facts["token_url"], data={
+        "grant_type": "client_credentials", "client_id": facts["demo_client_id"],
+        "client_secret": facts["demo_client_secret"], "scope": tenant}, timeout=TIMEOUT)
+    name, _, value = query.partition("=")
+    answer = requests.get(f"{facts['fhir_base_urls']['stu3']}/Patient?{name}={quote(value)}",
+                          headers=bearer(response.json()["access_token"]), timeout=TIMEOUT)
+    assert_operation_outcome(answer, 400, "invalid")
+    assert "ASCII" in json.dumps(answer.json())
