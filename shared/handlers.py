@@ -8,7 +8,6 @@ Each endpoint family answers errors in its own single style (OperationOutcome, R
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -28,6 +27,7 @@ from shared.errors import (
 )
 from shared.http import Request, Response
 from shared.invitations import DEFAULT_HOURS as DEFAULT_INVITATION_HOURS
+from shared.jsonbody import InvalidJson, loads_strict
 from shared.services import Services, get_services
 from shared.urls import Urls, urls_for
 
@@ -175,9 +175,9 @@ def _json_body(req: Request) -> Any:
     if not req.body:
         return {}
     try:
-        return json.loads(req.body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProblemError(400, "Invalid JSON", f"the body is not valid JSON: {exc}", "body") from exc
+        return loads_strict(req.body)
+    except InvalidJson as exc:
+        raise ProblemError(400, "Invalid JSON", str(exc), "body") from exc
 
 
 def _expiry(body: dict) -> datetime | None:

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from shared.errors import FhirError
+from shared.jsonbody import InvalidJson, loads_strict
 from shared.outbound import BadUrl, OutboundPolicy, is_loopback_host, normalise_url
 from shared.policy import batch_entry_interaction, drop_disallowed_entries, interaction_for
 from shared.portal.sessions import KEY_NAME as PORTAL_KEY_NAME
@@ -28,6 +29,7 @@ from tests.gateway_calls import (
     put_tenant,
     route_body,
 )
+from tests.portal_client import PortalUser
 from tests.reliability import Consumer, bearer, provider_log
 
 PRODUCTION = OutboundPolicy()
@@ -234,3 +236,39 @@ def test_unicode_digits_in_numeric_parameters_are_400(facts: dict[str, Any], que
                           headers=bearer(response.json()["access_token"]), timeout=TIMEOUT)
     assert_operation_outcome(answer, 400, "invalid")
     assert "ASCII" in json.dumps(answer.json())
+
+
+# --- item 5: JSON bodies with duplicate keys are refused -------------------------------------------
+
+@pytest.mark.parametrize("raw", [b'{"a": 1, "a": 2}', b'{"x": {"kind": "none", "kind": "bearer"}}',
+                                 b'[{"url": "a"}, {"url": "b", "url": "c"}]', b'{"n": NaN}', b'{"n": -Infinity}',
+                                 b'"\xff"'])
+def test_loads_strict_refuses_duplicate_keys_and_non_json(raw: bytes) -> None:
+    with pytest.raises(InvalidJson):
+        loads_strict(raw)
+
+
+def test_loads_strict_parses_ordinary_json() -> None:
+    assert loads_strict(b'{"a": [1, {"b": null}], "c": "\\u00e9"}') == {"a": [1, {"b": None}], "c": "\u00e9"}
+
+
+def test_management_json_with_duplicate_keys_is_400_and_nothing_stored(manage: Any, client_id: str) -> None:
+    tenant_id = new_tenant_id()
+    raw = (b'{"provider_base_url": "https://ehr.example.org/fhir", "fhir_version": "stu3", "allowed_clients": [],'
+           b' "upstream_auth": {"kind": "none", "kind": "azure_ad", "scope": "https://storage.azure.com/.default"}}')
+    response = manage("PUT", f"/tenants/{tenant_id}", data=raw, headers={"Content-Type": "application/json"})
+    assert "duplicate key 'kind'" in assert_problem(response, 400, "body")["detail"]
+    assert manage("GET", f"/tenants/{tenant_id}").status_code == 404
+    response = manage("POST", "/clients", data=b'{"name": "a", "name": "b"}',
+                      headers={"Content-Type": "application/json"})
+    assert_problem(response, 400, "body")
+
+
+def test_portal_forms_with_a_repeated_field_are_refused(facts: dict[str, Any]) -> None:
+    user = PortalUser(facts["portal_url"])
+    token = user.form_token("/signin")
+    body = (f"form_token={token}&client_id={facts['demo_client_id']}&client_id=other"
+            f"&client_secret={quote(facts['demo_client_secret'])}")
+    reply = user.http.post(f"{facts['portal_url']}/signin", data=body, allow_redirects=False, timeout=TIMEOUT,
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert reply.status_code == 400 and "Set-Cookie" not in reply.headers

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.errors import NotFound
+from shared.jsonbody import loads_strict
 from shared.stores import SecretStore
 
 KEY_NAME = "portal-session-key"
@@ -106,7 +107,7 @@ class SessionSigner:
         if not payload or not mac or not _same(mac, self._mac("session", payload)):
             return None
         try:
-            claims = json.loads(_unb64(payload))
+            claims = loads_strict(_unb64(payload))
             session = Session(str(claims["cid"]), str(claims["sid"]), int(claims["exp"]))
         except (binascii.Error, ValueError, KeyError, TypeError):
             return None

@@ -49,7 +49,8 @@ def read_cookie(headers: Mapping[str, str], name: str) -> str:
 
 
 def read_form(req: Request) -> dict[str, str]:
-    """First value of each field of an url-encoded body; anything else is a BadForm."""
+    """Each field of an url-encoded body; anything else, a repeated field included, is a BadForm
+    (two `client_id`s could be checked as one and acted on as the other)."""
     content_type = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type != FORM_TYPE or len(req.body) > MAX_FORM_BYTES:
         raise BadForm()
@@ -57,6 +58,8 @@ def read_form(req: Request) -> dict[str, str]:
         fields = parse_qs(req.body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadForm() from exc
+    if any(len(values) > 1 for values in fields.values()):
+        raise BadForm()
     return {key: values[0] for key, values in fields.items()}
 
 
