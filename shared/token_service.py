@@ -321,5 +321,9 @@ class TokenService:
             raise InvalidToken("token rejected")
         if not all(_numeric_date(claims[name]) for name in ("exp", "iat", "nbf")):  # RFC 7519 §2 (PyJWT takes "123")
             raise InvalidToken("token rejected")
+        if claims["exp"] - claims["iat"] > self._lifetime + LEEWAY_SECONDS:
+            # We never issue longer-lived tokens: one that claims so was minted with a stolen key
+            # (or before the lifetime was lowered), and must not outlive what we would issue now.
+            raise InvalidToken("token rejected")
         return kid, AccessClaims(str(client_id), tenant, str(claims["jti"]), int(claims["exp"]))
 
