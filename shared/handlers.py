@@ -229,7 +229,11 @@ def get_client(req: Request, client_id: str) -> Response:
 
 @manage_endpoint
 def disable_client(req: Request, client_id: str) -> Response:
-    return _ok(200, get_services().clients.disable(client_id).to_json())
+    """Also ends every portal session of the client at once (its session generation moves on)."""
+    services = get_services()
+    client = services.clients.disable(client_id)
+    services.session_generations.end_all(client.client_id)
+    return _ok(200, client.to_json())
 
 
 @manage_endpoint

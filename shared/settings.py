@@ -63,6 +63,9 @@ class Settings:
     token_failure_window_seconds: int
     allow_loopback_http: bool = False
     upstream_azure_ad_scopes_allowed: tuple[str, ...] = ()
+    client_address_header: str = "X-Forwarded-For"
+    client_address_trusted_hops: int = 1
+    portal_sessions_table: str = "portalsessions"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -74,6 +77,7 @@ class Settings:
             tenants_table=_str("GATEWAY_TENANTS_TABLE") or "tenants",
             clients_table=_str("GATEWAY_CLIENTS_TABLE") or "clients",
             invitations_table=_str("GATEWAY_INVITATIONS_TABLE") or "invitations",
+            portal_sessions_table=_str("GATEWAY_PORTAL_SESSIONS_TABLE") or "portalsessions",
             key_vault_url=_str("KEY_VAULT_URL"),
             key_vault_ca_bundle=_str("KEY_VAULT_CA_BUNDLE"),
             token_lifetime_seconds=_int("TOKEN_LIFETIME_SECONDS", 3600),
@@ -96,6 +100,10 @@ class Settings:
             # Local development only (plain-http loopback EHRs and IdPs); infra/ never sets it.
             allow_loopback_http=_str("GATEWAY_ALLOW_LOOPBACK_HTTP") == "1",
             upstream_azure_ad_scopes_allowed=_list(_str("UPSTREAM_AZURE_AD_SCOPES_ALLOWED") or ""),
+            # Where rate limits read the caller's address (shared/clientaddr.py): the header the
+            # trusted front end appends to, and how many trusted proxies append to it.
+            client_address_header=_str("CLIENT_ADDRESS_HEADER") or "X-Forwarded-For",
+            client_address_trusted_hops=max(1, _int("CLIENT_ADDRESS_TRUSTED_HOPS", 1)),
         )
 
 

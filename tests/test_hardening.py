@@ -5,7 +5,10 @@ end-to-end checks go through the running local stack (real host, Azurite, Key Va
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import secrets
+import uuid
 from typing import Any
 from urllib.parse import quote
 
@@ -29,7 +32,7 @@ from tests.gateway_calls import (
     put_tenant,
     route_body,
 )
-from tests.portal_client import PortalUser
+from tests.portal_client import PortalUser, registered_user
 from tests.reliability import Consumer, bearer, provider_log
 
 PRODUCTION = OutboundPolicy()
@@ -272,3 +275,79 @@ def test_portal_forms_with_a_repeated_field_are_refused(facts: dict[str, Any]) -
     reply = user.http.post(f"{facts['portal_url']}/signin", data=body, allow_redirects=False, timeout=TIMEOUT,
                            headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert reply.status_code == 400 and "Set-Cookie" not in reply.headers
+
+
+# --- item 6: rate limits key on the trusted hop, not on what the client writes ---------------------
+# The local host passes X-Forwarded-For as sent, so each request carries what Azure's front end
+# would make of it: the client's own (random) value, then the hop the front end appends for the
+# socket it accepted. Only that last hop may count (CLIENT_ADDRESS_TRUSTED_HOPS=1).
+
+def _random_ipv4() -> str:
+    return str(ipaddress.IPv4Address(secrets.randbits(32)))
+
+
+@pytest.mark.parametrize("front_end_hop", ["198.51.100.201", "[2001:db8:13:13::1]:443"])
+def test_thirty_failed_secrets_with_random_forwarded_for_get_429(stack: Any, front_end_hop: str) -> None:
+    client = create_client(stack.manage, "Spoofing test client")
+    secret_id = client["client_secret"].partition("~")[0]
+    statuses = []
+    for index in range(30):
+        hop = front_end_hop
+        if hop.startswith("["):  # another address of the same /64 each time
+            hop = f"[2001:db8:13:13::{index + 2:x}]:443"
+        guess = f"{secret_id}~{secrets.token_urlsafe(32)}"
+        response = requests.post(stack.facts["token_url"], timeout=TIMEOUT, data={
+            "grant_type": "client_credentials", "client_id": client["client_id"], "client_secret": guess,
+            "scope": new_tenant_id()}, headers={"X-Forwarded-For": f"{_random_ipv4()}, {hop}"})
+        statuses.append(response.status_code)
+    assert statuses[:20] == [401] * 20 and set(statuses[20:]) == {429}, statuses
+
+
+def test_portal_sign_in_limits_key_on_the_trusted_hop_too(facts: dict[str, Any]) -> None:
+    user = PortalUser(facts["portal_url"])
+    token = user.form_token("/signin")
+    statuses = []
+    for _ in range(31):  # PORTAL_ATTEMPTS_PER_IP (30), each for a different made-up client
+        user.http.headers["X-Forwarded-For"] = f"{_random_ipv4()}, 198.51.100.202"
+        statuses.append(user.post("/signin", {"form_token": token, "client_id": str(uuid.uuid4()),
+                                              "client_secret": "wrong"}).status_code)
+    assert statuses[:30] == [400] * 30 and statuses[30] == 429, statuses
+
+
+# --- item 8: portal sessions can be revoked --------------------------------------------------------
+
+def _signed_in(portal: str, cookie: str) -> bool:
+    """Whether a bare copy of a session cookie (another browser, or a thief) still opens the portal."""
+    page = requests.get(f"{portal}/secrets", cookies={"portal_session": cookie}, allow_redirects=False,
+                        headers={"X-Forwarded-For": "198.51.100.203"}, timeout=TIMEOUT)
+    assert page.status_code in (200, 303), page.status_code
+    return page.status_code == 200
+
+
+def test_sign_out_ends_the_session_on_the_server(facts: dict[str, Any], manage: Any) -> None:
+    user, _, _ = registered_user(facts["portal_url"], manage)
+    stolen = user.http.cookies["portal_session"]
+    assert _signed_in(facts["portal_url"], stolen)
+    assert user.post("/signout", {"csrf_token": user.csrf_token()}).status_code == 303
+    assert not _signed_in(facts["portal_url"], stolen)
+
+
+def test_deleting_the_secret_a_session_signed_in_with_ends_it(facts: dict[str, Any], manage: Any) -> None:
+    user, client_id, first = registered_user(facts["portal_url"], manage)
+    second = manage("POST", f"/clients/{client_id}/secrets", json={}).json()
+    other = PortalUser(facts["portal_url"])
+    assert other.sign_in(client_id, second["client_secret"]).status_code == 303
+    on_first, on_second = user.http.cookies["portal_session"], other.http.cookies["portal_session"]
+    assert manage("DELETE", f"/clients/{client_id}/secrets/{first.partition('~')[0]}").status_code == 204
+    assert not _signed_in(facts["portal_url"], on_first)
+    assert _signed_in(facts["portal_url"], on_second)  # bound to its own secret, which lives on
+
+
+def test_disabling_the_client_ends_all_its_sessions(facts: dict[str, Any], manage: Any) -> None:
+    user, client_id, secret = registered_user(facts["portal_url"], manage)
+    other = PortalUser(facts["portal_url"])
+    assert other.sign_in(client_id, secret).status_code == 303
+    cookies = [user.http.cookies["portal_session"], other.http.cookies["portal_session"]]
+    assert all(_signed_in(facts["portal_url"], c) for c in cookies)
+    assert manage("POST", f"/clients/{client_id}/disable").status_code == 200
+    assert not any(_signed_in(facts["portal_url"], c) for c in cookies)
