@@ -173,6 +173,11 @@ param clientAddressHeader string = 'X-Forwarded-For'
 @minValue(1)
 param clientAddressTrustedHops int = 1
 
+@description('HEALTH_CACHE_SECONDS: the anonymous /api/health probes each dependency at most once per this many seconds per instance.')
+@minValue(10)
+@maxValue(30)
+param healthCacheSeconds int = 15
+
 // ---------------------------------------------------------------------------------------------
 // Names and tags
 // ---------------------------------------------------------------------------------------------
@@ -286,6 +291,7 @@ var gatewayAppSettings = {
   UPSTREAM_AZURE_AD_SCOPES_ALLOWED: upstreamAzureAdScopesAllowed
   CLIENT_ADDRESS_HEADER: clientAddressHeader
   CLIENT_ADDRESS_TRUSTED_HOPS: string(clientAddressTrustedHops)
+  HEALTH_CACHE_SECONDS: string(healthCacheSeconds)
 }
 
 module functionApp 'modules/functionapp.bicep' = {

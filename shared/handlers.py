@@ -25,6 +25,7 @@ from shared.errors import (
     ProblemError,
     StoreUnavailable,
 )
+from shared.health import probe, report
 from shared.http import Request, Response
 from shared.invitations import DEFAULT_HOURS as DEFAULT_INVITATION_HOURS
 from shared.jsonbody import InvalidJson, loads_strict
@@ -132,22 +133,24 @@ def token(req: Request) -> Response:
 
 
 def health(req: Request) -> Response:
-    """Which Azure part is reachable ("ok", "unavailable", or "throttled" while it asks us to wait);
-    names only, no endpoints or secrets. A part the gateway is backing off from is not called."""
+    """Anonymous: which Azure part is reachable ("ok", "unavailable", or "throttled" while it asks
+    us to wait), from each part's cached probe (shared/health.py: at most one probe per part per
+    HEALTH_CACHE_SECONDS per instance). A part the gateway is backing off from is not called."""
+    probes = get_services().health_probes
+    return _health_response({name: cached.status() for name, cached in probes.items()})
+
+
+@manage_endpoint
+def health_deep(req: Request) -> Response:
+    """Behind the function key: probes every part now, for operators diagnosing an incident."""
     services = get_services()
-    components = {"table_storage": services.tenant_table.ping, "key_vault": services.secrets.ping}
-    report: dict[str, str] = {}
-    for name, ping in components.items():
-        try:
-            ping()
-            report[name] = "ok"
-        except StoreUnavailable as exc:
-            report[name] = "throttled" if exc.throttled else "unavailable"
-        except Exception:  # any failure means "down" for a health probe
-            report[name] = "unavailable"
-    healthy = all(v == "ok" for v in report.values())
-    return Response.json(200 if healthy else 503, {"status": "ok" if healthy else "degraded", "components": report},
-                         headers={"Cache-Control": "no-store"})
+    pings = {"table_storage": services.tenant_table.ping, "key_vault": services.secrets.ping}
+    return _health_response({name: probe(ping) for name, ping in pings.items()})
+
+
+def _health_response(statuses: dict[str, str]) -> Response:
+    status, body = report(statuses)
+    return Response.json(status, body, headers={"Cache-Control": "no-store"})
 
 
 @fhir_endpoint

@@ -12,6 +12,7 @@ from functools import lru_cache
 
 from shared.clientaddr import AddressSource
 from shared.clients import ClientRegistry
+from shared.health import CachedProbe
 from shared.invitations import InvitationRegistry
 from shared.portal.generations import SessionGenerations
 from shared.portal.limits import PortalLimits
@@ -43,6 +44,7 @@ class Services:
     sessions: SessionSigner
     portal_limits: PortalLimits
     session_generations: SessionGenerations
+    health_probes: dict[str, CachedProbe]
 
 
 def build_services(settings: Settings) -> Services:
@@ -77,8 +79,10 @@ def build_services(settings: Settings) -> Services:
     invitations = InvitationRegistry(AzureTable.connect(settings.invitations_table, **tables))
     sessions = SessionSigner(secrets)  # portal sessions: an HMAC key in Key Vault, created on first use
     generations = SessionGenerations(AzureTable.connect(settings.portal_sessions_table, **tables))
+    probes = {"table_storage": CachedProbe(tenant_table.ping, settings.health_cache_seconds),
+              "key_vault": CachedProbe(secrets.ping, settings.health_cache_seconds)}
     return Services(settings, secrets, tenant_table, client_table, keys, clients, tenants, tokens, proxy,
-                    invitations, sessions, PortalLimits.from_settings(settings), generations)
+                    invitations, sessions, PortalLimits.from_settings(settings), generations, probes)
 
 
 @lru_cache(maxsize=1)

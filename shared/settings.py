@@ -66,6 +66,7 @@ class Settings:
     client_address_header: str = "X-Forwarded-For"
     client_address_trusted_hops: int = 1
     portal_sessions_table: str = "portalsessions"
+    health_cache_seconds: int = 15
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -104,6 +105,9 @@ class Settings:
             # trusted front end appends to, and how many trusted proxies append to it.
             client_address_header=_str("CLIENT_ADDRESS_HEADER") or "X-Forwarded-For",
             client_address_trusted_hops=max(1, _int("CLIENT_ADDRESS_TRUSTED_HOPS", 1)),
+            # Anonymous /api/health probes each dependency at most once per this many seconds
+            # (infra/ keeps it within 10-30; 0, for tests that watch outages, probes every call).
+            health_cache_seconds=min(_int("HEALTH_CACHE_SECONDS", 15), 30),
         )
 
 

@@ -15,7 +15,8 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from shared.errors import FhirError
+from shared.errors import FhirError, StoreUnavailable
+from shared.health import CachedProbe
 from shared.jsonbody import InvalidJson, loads_strict
 from shared.outbound import BadUrl, OutboundPolicy, is_loopback_host, normalise_url
 from shared.policy import batch_entry_interaction, drop_disallowed_entries, interaction_for
@@ -351,3 +352,38 @@ def test_disabling_the_client_ends_all_its_sessions(facts: dict[str, Any], manag
     assert all(_signed_in(facts["portal_url"], c) for c in cookies)
     assert manage("POST", f"/clients/{client_id}/disable").status_code == 200
     assert not any(_signed_in(facts["portal_url"], c) for c in cookies)
+
+
+# --- item 7: anonymous /api/health is cached -------------------------------------------------------
+
+class Dependency:
+    """A dependency that counts its probes; it can be made to fail."""
+
+    def __init__(self) -> None:
+        self.calls, self.down = 0, False
+
+    def ping(self) -> None:
+        self.calls += 1
+        if self.down:
+            raise StoreUnavailable("key_vault")
+
+
+def test_a_dependency_is_probed_at_most_once_per_ttl() -> None:
+    now = [0.0]
+    dependency = Dependency()
+    cached = CachedProbe(dependency.ping, 15, clock=lambda: now[0])
+    assert [cached.status() for _ in range(100)] == ["ok"] * 100 and dependency.calls == 1
+    dependency.down = True
+    now[0] = 14.9
+    assert cached.status() == "ok" and dependency.calls == 1
+    now[0] = 15.0
+    assert cached.status() == "unavailable" and dependency.calls == 2
+
+
+def test_a_hundred_anonymous_health_calls_cost_at_most_one_vault_request(stack: Any, gateway: str) -> None:
+    control = stack.processes["keyvault"].ready["control_url"]
+    requests.get(f"{gateway}/api/health", timeout=TIMEOUT)  # the instance's first probe, if not done yet
+    requests.post(f"{control}/reset-stats", timeout=TIMEOUT)
+    answers = {requests.get(f"{gateway}/api/health", timeout=TIMEOUT).status_code for _ in range(100)}
+    assert answers == {200}
+    assert requests.get(f"{control}/stats", timeout=TIMEOUT).json()["total"] <= 2  # a 401 challenge + one list

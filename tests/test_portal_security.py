@@ -295,7 +295,7 @@ def test_the_session_cookie_is_httponly_strict_and_carries_no_secret(portal: str
     assert "Secure" not in attributes, "plain http locally; Secure over https (tested on the https stack)"
     value = attributes[0].partition("=")[2]
     payload = json.loads(base64.urlsafe_b64decode(value.split(".")[0] + "=="))
-    assert set(payload) == {"cid", "sid", "iat", "exp"} and payload["exp"] - payload["iat"] == 1800
+    assert set(payload) == {"cid", "sid", "iat", "exp", "sec", "gen"} and payload["exp"] - payload["iat"] == 1800
     assert shown_secret(reply.text) not in value
 
 
