@@ -23,6 +23,13 @@ from shared.policy import batch_entry_interaction, drop_disallowed_entries, inte
 from shared.portal.sessions import KEY_NAME as PORTAL_KEY_NAME
 from shared.routes import parse_route
 from shared.signing import PREFIX as SIGNING_KEY_PREFIX
+from shared.upstream_answers import (
+    check_not_redirect,
+    client_location,
+    passthrough_bundle,
+    sign_page_query,
+    verified_page_query,
+)
 from shared.upstream_auth import InvalidUpstreamAuth, validate_upstream_auth
 from tests.gateway_calls import (
     TIMEOUT,
@@ -387,3 +394,54 @@ def test_a_hundred_anonymous_health_calls_cost_at_most_one_vault_request(stack: 
     answers = {requests.get(f"{gateway}/api/health", timeout=TIMEOUT).status_code for _ in range(100)}
     assert answers == {200}
     assert requests.get(f"{control}/stats", timeout=TIMEOUT).json()["total"] <= 2  # a 401 challenge + one list
+
+
+# --- helpers for the proxy (items the lead wires into shared/proxy.py) -----------------------------
+
+PROVIDER_BASE = "https://ehr.example.org/fhir"
+
+
+def _to_gateway(url: str) -> str:
+    return "https://gw.example/api/fhir/stu3" + url[len(PROVIDER_BASE):]
+
+
+@pytest.mark.parametrize(("location", "sent"), [
+    (f"{PROVIDER_BASE}/Patient/1/_history/2", "https://gw.example/api/fhir/stu3/Patient/1/_history/2"),
+    ("https://attacker.example/phish", None), (f"{PROVIDER_BASE}2/Patient/1", None),
+    ("//attacker.example/x", None), ("/admin", None), ("", None), (None, None),
+    ("https://ehr.example.org/other/Patient/1", None)])
+def test_a_location_header_naming_another_host_is_dropped(location: str | None, sent: str | None) -> None:
+    assert client_location(location, PROVIDER_BASE, _to_gateway) == sent
+
+
+@pytest.mark.parametrize("status", [300, 301, 302, 303, 307, 308])
+def test_provider_redirects_become_502(status: int) -> None:
+    with pytest.raises(FhirError) as caught:
+        check_not_redirect(status)
+    assert caught.value.status == 502
+    for fine in (200, 304, 404, 500):
+        check_not_redirect(fine)
+
+
+def test_a_passed_through_batch_is_rebuilt_from_the_validated_entries() -> None:
+    raw = (b'{"resourceType": "Bundle", "type": "batch", "entry": [{"request": {"method": "GET",'
+           b' "url": "Patient/1", "url": "Observation?patient=Patient/1&_count=5"}, "resource": {"x": 1}}]}')
+    with pytest.raises(InvalidJson):  # the proxy's batch parse refuses this first (loads_strict)
+        loads_strict(raw)
+    entries = json.loads(raw)["entry"]
+    actions = [batch_entry_interaction(entry) for entry in entries]
+    forwarded = json.loads(passthrough_bundle(actions))
+    assert forwarded == {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Observation?patient=Patient%2F1&_count=5"}}]}
+
+
+def test_page_links_are_accepted_only_as_signed_for_the_tenant() -> None:
+    key, query = b"k" * 32, (("_getpages", "abc"), ("_getpagesoffset", "20"), ("_count", "10"))
+    signed = sign_page_query(key, "tenant-a", query)
+    assert verified_page_query(key, "tenant-a", signed) == query
+    forged = [query, (*signed[:-1], ("_count", "11"), *signed[-1:]), (*signed, ("x", "1")),
+              ((signed[-1]), *query)]
+    for attempt in [*forged, sign_page_query(key, "tenant-b", query), sign_page_query(b"x" * 32, "tenant-a", query)]:
+        with pytest.raises(FhirError) as caught:
+            verified_page_query(key, "tenant-a", attempt)
+        assert caught.value.status == 400
