@@ -332,12 +332,16 @@ def test_the_last_live_secret_cannot_be_deleted(portal: str, manage: Any) -> Non
     refused = user.delete_secret(first.split("~")[0])
     assert refused.status_code == 409 and "last live secret" in error_text(refused.text)
     assert user.delete_secret("0123456789abcdef").status_code == 404
-    user.add_secret()
-    deleted = user.delete_secret(first.split("~")[0])
+    second = shown_secret(user.add_secret().text)
+    other = PortalUser(portal)
+    assert other.sign_in(client_id, second).status_code == 303
+    deleted = other.delete_secret(first.split("~")[0])
     assert deleted.status_code == 303
-    page = user.get(deleted.headers["Location"].removeprefix("/api/portal")).text
+    page = other.get(deleted.headers["Location"].removeprefix("/api/portal")).text
     assert "Deleted the secret starting" in page
     assert len(manage("GET", f"/clients/{client_id}/secrets").json()["secrets"]) == 1
+    # The first browser signed in with the deleted secret: its session ended with it.
+    assert user.get("/secrets").headers["Location"].endswith("/signin")
 
 
 # --- rate limits (a stack of its own: small limits, a 3-second window, an https public URL) ------------

@@ -338,6 +338,8 @@ def delete_secret(req: Request, secret_id: str) -> Response:
         return _secrets_page(ctx, session, client, 409,
                              error="This is your client's last live secret, so it cannot be deleted. "
                                    "Add a new secret first, move your app to it, then delete this one.")
+    if secret_id == session.secret_id:  # the session was bound to it and has ended with it
+        return redirect(ctx.links.signin, ctx.cookie(SESSION_COOKIE, "", 0))
     return redirect(f"{ctx.links.secrets}?deleted={secret_id}")
 
 
