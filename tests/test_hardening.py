@@ -21,8 +21,9 @@ from shared.jsonbody import InvalidJson, loads_strict
 from shared.outbound import BadUrl, OutboundPolicy, is_loopback_host, normalise_url
 from shared.policy import batch_entry_interaction, drop_disallowed_entries, interaction_for
 from shared.portal.sessions import KEY_NAME as PORTAL_KEY_NAME
-from shared.routes import parse_route
+from shared.routes import TenantRoute, parse_route
 from shared.signing import PREFIX as SIGNING_KEY_PREFIX
+from shared.stores.tables import AzureTable
 from shared.upstream_answers import (
     check_not_redirect,
     client_location,
@@ -111,6 +112,22 @@ def test_an_upstream_secret_in_its_own_name_space_is_accepted(manage: Any, clien
                       upstream_auth={"kind": "bearer", "secret_name": "upstream-contoso-bearer"})
     response = put_tenant(manage, new_tenant_id(), body)
     assert response.status_code == 201, response.text
+
+
+def test_a_route_stored_under_older_rules_is_refused_upstream_but_can_still_be_disabled(stack: Any) -> None:
+    """A route written before the `upstream-` name space (here straight into the table) naming the
+    portal key: the gateway will not send that secret, and the operator can still switch it off."""
+    consumer = Consumer(stack, "Legacy route client")
+    tenant_id = new_tenant_id()
+    legacy = TenantRoute(tenant_id, "Legacy", stack.facts["provider_base_urls"]["stu3"], "stu3",
+                         {"kind": "bearer", "secret_name": PORTAL_KEY_NAME}, (consumer.client_id,))
+    table = AzureTable.connect("tenants", connection_string=stack.processes["azurite"].ready["connection_string"])
+    table.insert(tenant_id, legacy.to_entity())
+    answer = requests.get(f"{stack.facts['fhir_base_urls']['stu3']}/Patient?_count=1",
+                          headers=bearer(consumer.token(tenant_id)), timeout=TIMEOUT)
+    assert "misconfigured" in json.dumps(assert_operation_outcome(answer, 502))
+    disabled = stack.manage("POST", f"/tenants/{tenant_id}/disable")
+    assert disabled.status_code == 200 and disabled.json()["enabled"] is False
 
 
 # --- item 2: dev-only allowances, normalised URLs, one loopback test -------------------------------
