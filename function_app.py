@@ -35,7 +35,7 @@ async def serve(handler: Handler, req: Request, *route_keys: str) -> Response:
     """Async handlers (the proxy) run on the event loop; the others block on Key Vault and Table
     Storage, so they run on the thread pool and never stall the loop."""
     plain = PlainRequest(req.method, str(req.url), Headers(req.headers), dict(req.query_params),
-                         dict(req.path_params), await _body(req), req.client.host if req.client else "")
+                         dict(req.path_params), await _body(req))
     args = (plain, *(plain.route_params.get(k, "") for k in route_keys))
     if inspect.iscoroutinefunction(handler):
         result = await handler(*args)
@@ -84,6 +84,11 @@ async def oauth_token(req: Request) -> Response:
 @app.route(route="health", methods=["GET"], auth_level=ANON)
 async def health(req: Request) -> Response:
     return await serve(handlers.health, req)
+
+
+@app.route(route="health/deep", methods=["GET"], auth_level=KEY)
+async def health_deep(req: Request) -> Response:
+    return await serve(handlers.health_deep, req)
 
 
 # --- the FHIR proxy (gateway bearer token, checked by the proxy: ROUTE-3) -------------------

@@ -158,6 +158,8 @@ class Stack:
             "IDENTITY_HEADER": vault["identity_header"],
             "LOCAL_FUNCTION_KEY": self.manage_key,
             "GATEWAY_PUBLIC_BASE_URL": "",
+            # The EHRs and IdPs of the local stack speak plain http on 127.0.0.1; Azure never allows this.
+            "GATEWAY_ALLOW_LOOPBACK_HTTP": "1",
             **self.extra_env,
         }
 

@@ -135,6 +135,9 @@ param clientsTableName string = 'clients'
 @description('GATEWAY_INVITATIONS_TABLE: table of client registration invitations.')
 param invitationsTableName string = 'invitations'
 
+@description('GATEWAY_PORTAL_SESSIONS_TABLE: table of portal session generations (one row per client; signing out or disabling a client ends its portal sessions).')
+param portalSessionsTableName string = 'portalsessions'
+
 @description('TOKEN_LIFETIME_SECONDS: lifetime of the access tokens the gateway issues.')
 @minValue(0)
 param tokenLifetimeSeconds int = 3600
@@ -216,6 +219,21 @@ param tokenFailuresPerClient int = 300
 @minValue(1)
 param tokenFailureWindowSeconds int = 60
 
+@description('UPSTREAM_AZURE_AD_SCOPES_ALLOWED: comma-separated Entra scopes an azure_ad tenant may use besides its provider\'s own <origin>/.default. Each one lets a function-key holder send the gateway\'s managed-identity token to that resource: never list Storage, Key Vault or Management.')
+param upstreamAzureAdScopesAllowed string = ''
+
+@description('CLIENT_ADDRESS_HEADER: the header whose trusted hop is the caller\'s address for rate limits; App Service\'s front end appends the peer to X-Forwarded-For.')
+param clientAddressHeader string = 'X-Forwarded-For'
+
+@description('CLIENT_ADDRESS_TRUSTED_HOPS: trusted proxies that append to CLIENT_ADDRESS_HEADER (1: App Service\'s front end only; 2 with Front Door or Application Gateway in front).')
+@minValue(1)
+param clientAddressTrustedHops int = 1
+
+@description('HEALTH_CACHE_SECONDS: the anonymous /api/health probes each dependency at most once per this many seconds per instance.')
+@minValue(10)
+@maxValue(30)
+param healthCacheSeconds int = 15
+
 // ---------------------------------------------------------------------------------------------
 // Names and tags
 // ---------------------------------------------------------------------------------------------
@@ -274,6 +292,7 @@ module storage 'modules/storage.bicep' = {
     tenantsTableName: tenantsTableName
     clientsTableName: clientsTableName
     invitationsTableName: invitationsTableName
+    portalSessionsTableName: portalSessionsTableName
   }
 }
 
@@ -320,6 +339,7 @@ var gatewayAppSettings = {
   GATEWAY_TENANTS_TABLE: tenantsTableName
   GATEWAY_CLIENTS_TABLE: clientsTableName
   GATEWAY_INVITATIONS_TABLE: invitationsTableName
+  GATEWAY_PORTAL_SESSIONS_TABLE: portalSessionsTableName
   KEY_VAULT_URL: keyVault.outputs.vaultUri
   TOKEN_LIFETIME_SECONDS: string(tokenLifetimeSeconds)
   SECRET_CACHE_TTL_SECONDS: string(secretCacheTtlSeconds)
@@ -341,6 +361,10 @@ var gatewayAppSettings = {
   TOKEN_FAILURES_PER_SOURCE: string(tokenFailuresPerSource)
   TOKEN_FAILURES_PER_CLIENT: string(tokenFailuresPerClient)
   TOKEN_FAILURE_WINDOW_SECONDS: string(tokenFailureWindowSeconds)
+  UPSTREAM_AZURE_AD_SCOPES_ALLOWED: upstreamAzureAdScopesAllowed
+  CLIENT_ADDRESS_HEADER: clientAddressHeader
+  CLIENT_ADDRESS_TRUSTED_HOPS: string(clientAddressTrustedHops)
+  HEALTH_CACHE_SECONDS: string(healthCacheSeconds)
 }
 
 module functionApp 'modules/functionapp.bicep' = {

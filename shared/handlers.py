@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -27,8 +26,10 @@ from shared.errors import (
     ProblemError,
     StoreUnavailable,
 )
+from shared.health import probe, report
 from shared.http import Request, Response
 from shared.invitations import DEFAULT_HOURS as DEFAULT_INVITATION_HOURS
+from shared.jsonbody import InvalidJson, loads_strict
 from shared.services import Services, get_services
 from shared.urls import Urls, urls_for
 
@@ -147,22 +148,24 @@ def token(req: Request) -> Response:
 
 
 def health(req: Request) -> Response:
-    """Which Azure part is reachable ("ok", "unavailable", or "throttled" while it asks us to wait);
-    names only, no endpoints or secrets. A part the gateway is backing off from is not called."""
+    """Anonymous: which Azure part is reachable ("ok", "unavailable", or "throttled" while it asks
+    us to wait), from each part's cached probe (shared/health.py: at most one probe per part per
+    HEALTH_CACHE_SECONDS per instance). A part the gateway is backing off from is not called."""
+    probes = get_services().health_probes
+    return _health_response({name: cached.status() for name, cached in probes.items()})
+
+
+@manage_endpoint
+def health_deep(req: Request) -> Response:
+    """Behind the function key: probes every part now, for operators diagnosing an incident."""
     services = get_services()
-    components = {"table_storage": services.tenant_table.ping, "key_vault": services.secrets.ping}
-    report: dict[str, str] = {}
-    for name, ping in components.items():
-        try:
-            ping()
-            report[name] = "ok"
-        except StoreUnavailable as exc:
-            report[name] = "throttled" if exc.throttled else "unavailable"
-        except Exception:  # any failure means "down" for a health probe
-            report[name] = "unavailable"
-    healthy = all(v == "ok" for v in report.values())
-    return Response.json(200 if healthy else 503, {"status": "ok" if healthy else "degraded", "components": report},
-                         headers={"Cache-Control": "no-store"})
+    pings = {"table_storage": services.tenant_table.ping, "key_vault": services.secrets.ping}
+    return _health_response({name: probe(ping) for name, ping in pings.items()})
+
+
+def _health_response(statuses: dict[str, str]) -> Response:
+    status, body = report(statuses)
+    return Response.json(status, body, headers={"Cache-Control": "no-store"})
 
 
 @fhir_endpoint
@@ -190,9 +193,9 @@ def _json_body(req: Request) -> Any:
     if not req.body:
         return {}
     try:
-        return json.loads(req.body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProblemError(400, "Invalid JSON", f"the body is not valid JSON: {exc}", "body") from exc
+        return loads_strict(req.body)
+    except InvalidJson as exc:
+        raise ProblemError(400, "Invalid JSON", str(exc), "body") from exc
 
 
 def _expiry(body: dict) -> datetime | None:
@@ -244,7 +247,11 @@ def get_client(req: Request, client_id: str) -> Response:
 
 @manage_endpoint
 def disable_client(req: Request, client_id: str) -> Response:
-    return _ok(200, get_services().clients.disable(client_id).to_json())
+    """Also ends every portal session of the client at once (its session generation moves on)."""
+    services = get_services()
+    client = services.clients.disable(client_id)
+    services.session_generations.end_all(client.client_id)
+    return _ok(200, client.to_json())
 
 
 @manage_endpoint

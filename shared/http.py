@@ -38,7 +38,6 @@ class Request:
     params: dict[str, str] = field(default_factory=dict)
     route_params: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
-    peer: str = ""  # the socket peer's address, as the host saw it (never a client-supplied header)
 
     @property
     def origin(self) -> str:

@@ -8,7 +8,9 @@ tenant's configured base; nothing the client sends can name another host or esca
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, replace
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode
 
 from shared.errors import FhirError
@@ -24,6 +26,13 @@ _TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-.:]{0,99}$")
 _MAX_QUERY_PAIRS = 100
+# Parameters that return or test resources of OTHER types than the one searched, which the
+# per-tenant type allow-list could not see: refused outright (none of the Patients app's requests
+# uses them), 400 not-supported. `_has` is reverse chaining (`_has:Observation:patient:code=...`).
+CROSS_TYPE_PARAMS = frozenset({"_include", "_revinclude", "_has"})
+# Result parameters that are numbers: ASCII digits only (str.isdigit also takes '²' and '٣').
+NUMERIC_PARAMS = frozenset({"_count", "_offset", "_getpagesoffset"})
+_DIGITS = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,17 @@ def parse_query(raw: str) -> tuple[tuple[str, str], ...]:
             raise FhirError(400, "invalid", "malformed search parameter name")
         if any(c in value for c in "\r\n\x00"):
             raise FhirError(400, "invalid", "control characters in a search parameter")
+        _check_param(name.partition(":")[0].lower(), value)
     return tuple(pairs)
+
+
+def _check_param(base: str, value: str) -> None:
+    """`base` is the lower-cased name without modifiers (`_Include:iterate` -> `_include`): servers differ
+    on case, so the check must not."""
+    if base in CROSS_TYPE_PARAMS:
+        raise FhirError(400, "not-supported", f"{base} is not supported by this gateway")
+    if base in NUMERIC_PARAMS and not _DIGITS.fullmatch(value):
+        raise FhirError(400, "invalid", f"{base} must be a non-negative integer in ASCII digits")
 
 
 def _segments(path: str) -> list[str]:
@@ -124,3 +143,27 @@ def batch_entry_interaction(entry: object) -> Interaction:
         raise FhirError(400, "invalid", "batch entry URLs must be relative to the FHIR base")
     path, _, query = url.partition("?")
     return interaction_for("GET", path, query)
+
+
+def drop_disallowed_entries(bundle: dict[str, Any], allowed: tuple[str, ...] | None) -> Counter[str]:
+    """Defence in depth behind the request checks: removes, in place, every Bundle entry whose
+    resource type the tenant does not allow (a provider may add included or contained-as-entry
+    resources nobody asked for) and returns how many of each type went, for the audit line.
+
+    OperationOutcome entries (search mode `outcome`) are the provider's warnings and always stay.
+    `total` is left as the provider sent it: it counts matches of the searched type, not entries.
+    """
+    permitted = (frozenset(allowed) if allowed is not None else DEFAULT_RESOURCE_TYPES) | {"OperationOutcome"}
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        return Counter()
+    kept, dropped = [], Counter[str]()
+    for entry in entries:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+        if resource is None or rtype in permitted:
+            kept.append(entry)
+        else:
+            dropped[str(rtype)] += 1
+    bundle["entry"] = kept
+    return dropped

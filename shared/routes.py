@@ -7,18 +7,17 @@ The proxy and the token endpoint read routes through a short TTL cache.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from shared.errors import NotFound, PreconditionFailed, ProblemError
+from shared.outbound import BadUrl, OutboundPolicy, current_policy, normalise_url
 from shared.stores import Entity, EntityTable
 from shared.upstream_auth import InvalidUpstreamAuth, validate_upstream_auth
 
@@ -79,27 +78,13 @@ def _bad(field_name: str, detail: str) -> ProblemError:
     return ProblemError(400, "Invalid tenant route", detail, field_name)
 
 
-def validate_provider_url(url: object) -> str:
-    """Absolute https; plain http only for loopback hosts (local development)."""
-    if not isinstance(url, str) or not url:
-        raise _bad("provider_base_url", "provider_base_url must be an absolute URL")
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
-        raise _bad("provider_base_url", "provider_base_url must be an absolute https URL without query or fragment")
-    if parts.username or parts.password:
-        raise _bad("provider_base_url", "provider_base_url must not carry credentials")
-    if parts.scheme == "http" and not _loopback(parts.hostname):
-        raise _bad("provider_base_url", "provider_base_url must use https (plain http only for loopback hosts)")
-    return url.rstrip("/")
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+def validate_provider_url(url: object, policy: OutboundPolicy) -> str:
+    """The canonical absolute https base (shared.outbound); plain http only for loopback hosts
+    under the local-development allowance. The canonical form is what gets stored and used."""
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return normalise_url(url, policy, base=True)
+    except BadUrl as exc:
+        raise _bad("provider_base_url", f"provider_base_url {exc}") from None
 
 
 def _string_list(body: dict, name: str, pattern: re.Pattern[str] | None = None) -> tuple[str, ...]:
@@ -111,8 +96,13 @@ def _string_list(body: dict, name: str, pattern: re.Pattern[str] | None = None) 
     return tuple(dict.fromkeys(value))
 
 
-def parse_route(tenant_id: str, body: object, now: str, created: str | None = None) -> TenantRoute:
-    """Validate a management API body into a route; every error names its field."""
+def parse_route(tenant_id: str, body: object, now: str, created: str | None = None,
+                policy: OutboundPolicy | None = None) -> TenantRoute:
+    """Validate a management API body into a route; every error names its field.
+
+    `policy` (where the gateway may send requests and credentials) defaults to the app settings'.
+    """
+    policy = policy or current_policy()
     if not is_guid(tenant_id):
         raise _bad("tenant_id", "tenant_id must be a GUID (the Azure AD tenant id)")
     if not isinstance(body, dict):
@@ -125,12 +115,12 @@ def parse_route(tenant_id: str, body: object, now: str, created: str | None = No
     display_name = body.get("display_name", "")
     if not isinstance(display_name, str) or len(display_name) > 200:
         raise _bad("display_name", "display_name must be a string of at most 200 characters")
-    base = validate_provider_url(body.get("provider_base_url"))
+    base = validate_provider_url(body.get("provider_base_url"), policy)
     version = body.get("fhir_version")
     if version not in FHIR_VERSIONS:
         raise _bad("fhir_version", f"fhir_version must be one of {', '.join(FHIR_VERSIONS)}")
     try:
-        upstream = validate_upstream_auth(body.get("upstream_auth", {"kind": "none"}), base)
+        upstream = validate_upstream_auth(body.get("upstream_auth", {"kind": "none"}), base, policy)
     except InvalidUpstreamAuth as exc:
         raise _bad(exc.field, exc.message) from exc
     enabled = body.get("enabled", True)
@@ -185,10 +175,13 @@ class TenantRegistry:
         return route, entity.etag, existing is None
 
     def disable(self, tenant_id: str, if_match: str | None = None) -> tuple[TenantRoute, str | None]:
+        """Not re-validated on purpose: a route stored under older rules (e.g. an upstream secret
+        outside today's name space) must still be switchable off in an incident."""
         route, etag = self.get(tenant_id)
-        body = {**route.to_json(), "enabled": False}
-        updated, new_etag, _ = self.put(route.tenant_id, body, if_match=if_match or etag)
-        return updated, new_etag
+        disabled = replace(route, enabled=False, updated=self._now())
+        entity = self._table.replace(disabled.tenant_id, disabled.to_entity(), etag=if_match or etag)
+        self._forget(disabled.tenant_id)
+        return disabled, entity.etag
 
     def delete(self, tenant_id: str, if_match: str | None = None) -> None:
         if not is_guid(tenant_id):

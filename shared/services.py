@@ -10,8 +10,11 @@ import logging
 from dataclasses import dataclass
 from functools import lru_cache
 
+from shared.clientaddr import AddressSource
 from shared.clients import ClientRegistry
+from shared.health import CachedProbe
 from shared.invitations import InvitationRegistry
+from shared.portal.generations import SessionGenerations
 from shared.portal.limits import PortalLimits
 from shared.portal.sessions import SessionSigner
 from shared.proxy import FhirProxy
@@ -40,6 +43,8 @@ class Services:
     invitations: InvitationRegistry
     sessions: SessionSigner
     portal_limits: PortalLimits
+    session_generations: SessionGenerations
+    health_probes: dict[str, CachedProbe]
 
 
 def build_services(settings: Settings) -> Services:
@@ -65,15 +70,19 @@ def build_services(settings: Settings) -> Services:
                                   settings.token_failures_per_client, settings.token_failure_window_seconds,
                                   good_for_seconds=max(settings.token_lifetime_seconds,
                                                        settings.token_failure_window_seconds))
-    tokens = TokenService(keys, clients, tenants, settings.token_lifetime_seconds, throttle=throttle)
+    tokens = TokenService(keys, clients, tenants, settings.token_lifetime_seconds, throttle=throttle,
+                          address_source=AddressSource.from_settings(settings))
     upstream = UpstreamAuthenticator(
         secrets, timeout=(settings.upstream_connect_timeout_seconds, settings.upstream_read_timeout_seconds),
         secret_ttl=settings.secret_cache_ttl_seconds)
     proxy = FhirProxy(settings, tokens, clients, tenants, upstream)
     invitations = InvitationRegistry(AzureTable.connect(settings.invitations_table, **tables))
     sessions = SessionSigner(secrets)  # portal sessions: an HMAC key in Key Vault, created on first use
+    generations = SessionGenerations(AzureTable.connect(settings.portal_sessions_table, **tables))
+    probes = {"table_storage": CachedProbe(tenant_table.ping, settings.health_cache_seconds),
+              "key_vault": CachedProbe(secrets.ping, settings.health_cache_seconds)}
     return Services(settings, secrets, tenant_table, client_table, keys, clients, tenants, tokens, proxy,
-                    invitations, sessions, PortalLimits.from_settings(settings))
+                    invitations, sessions, PortalLimits.from_settings(settings), generations, probes)
 
 
 @lru_cache(maxsize=1)

@@ -29,6 +29,11 @@ def _str(name: str) -> str | None:
     return value or None
 
 
+def _list(raw: str) -> tuple[str, ...]:
+    """A comma-separated setting: blanks around and between items are ignored."""
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     public_base_url: str | None
@@ -59,6 +64,12 @@ class Settings:
     token_failures_per_source: int
     token_failures_per_client: int
     token_failure_window_seconds: int
+    allow_loopback_http: bool = False
+    upstream_azure_ad_scopes_allowed: tuple[str, ...] = ()
+    client_address_header: str = "X-Forwarded-For"
+    client_address_trusted_hops: int = 1
+    portal_sessions_table: str = "portalsessions"
+    health_cache_seconds: int = 15
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -70,6 +81,7 @@ class Settings:
             tenants_table=_str("GATEWAY_TENANTS_TABLE") or "tenants",
             clients_table=_str("GATEWAY_CLIENTS_TABLE") or "clients",
             invitations_table=_str("GATEWAY_INVITATIONS_TABLE") or "invitations",
+            portal_sessions_table=_str("GATEWAY_PORTAL_SESSIONS_TABLE") or "portalsessions",
             key_vault_url=_str("KEY_VAULT_URL"),
             key_vault_ca_bundle=_str("KEY_VAULT_CA_BUNDLE"),
             token_lifetime_seconds=_int("TOKEN_LIFETIME_SECONDS", 3600),
@@ -92,6 +104,16 @@ class Settings:
             token_failures_per_source=max(1, _int("TOKEN_FAILURES_PER_SOURCE", 60)),
             token_failures_per_client=max(1, _int("TOKEN_FAILURES_PER_CLIENT", 300)),
             token_failure_window_seconds=max(1, _int("TOKEN_FAILURE_WINDOW_SECONDS", 60)),
+            # Local development only (plain-http loopback EHRs and IdPs); infra/ never sets it.
+            allow_loopback_http=_str("GATEWAY_ALLOW_LOOPBACK_HTTP") == "1",
+            upstream_azure_ad_scopes_allowed=_list(_str("UPSTREAM_AZURE_AD_SCOPES_ALLOWED") or ""),
+            # Where rate limits read the caller's address (shared/clientaddr.py): the header the
+            # trusted front end appends to, and how many trusted proxies append to it.
+            client_address_header=_str("CLIENT_ADDRESS_HEADER") or "X-Forwarded-For",
+            client_address_trusted_hops=max(1, _int("CLIENT_ADDRESS_TRUSTED_HOPS", 1)),
+            # Anonymous /api/health probes each dependency at most once per this many seconds
+            # (infra/ keeps it within 10-30; 0, for tests that watch outages, probes every call).
+            health_cache_seconds=min(_int("HEALTH_CACHE_SECONDS", 15), 30),
         )
 
 

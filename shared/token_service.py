@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import json
 import logging
 import re
@@ -23,6 +22,7 @@ from urllib.parse import parse_qs, unquote_plus
 
 import jwt
 
+from shared.clientaddr import AddressSource, client_address
 from shared.clients import Client, ClientRegistry, InvalidClient
 from shared.errors import OAuthError
 from shared.ratelimit import RateLimiter
@@ -86,23 +86,6 @@ def _basic_credentials(header: str) -> tuple[str, str]:
     if scheme.lower() != "basic" or not sep or not client_id:
         raise OAuthError("invalid_client", "malformed Basic authorization header", 401, challenge)
     return unquote_plus(client_id), unquote_plus(secret)
-
-
-def client_source(headers: Mapping[str, str]) -> str:
-    """The caller's address for rate limits: the first X-Forwarded-For hop (docs/security.md says
-    when that can be trusted); "direct" without the header (local runs), "unparsable" for junk."""
-    first = (headers.get("x-forwarded-for") or "").split(",")[0].strip()
-    if not first:
-        return "direct"
-    host = first
-    if first.startswith("["):  # [v6]:port
-        host = first[1:].partition("]")[0]
-    elif first.count(":") == 1:  # v4:port, as Azure's front end writes it
-        host = first.partition(":")[0]
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return "unparsable"
 
 
 class ClientAuthThrottle:
@@ -182,10 +165,12 @@ def _secret_id(secret: str) -> str:
 
 class TokenService:
     def __init__(self, keys: KeyRing, clients: ClientRegistry, tenants: TenantRegistry, lifetime: int,
-                 clock: Callable[[], float] = time.time, throttle: ClientAuthThrottle | None = None) -> None:
+                 clock: Callable[[], float] = time.time, throttle: ClientAuthThrottle | None = None,
+                 address_source: AddressSource | None = None) -> None:
         self._keys, self._clients, self._tenants = keys, clients, tenants
         self._lifetime, self._clock = lifetime, clock
         self._throttle = throttle
+        self._address_source = address_source or AddressSource()
         self._verified: dict[tuple[str, str, str], tuple[str, AccessClaims]] = {}
         self._verified_lock = threading.Lock()
 
@@ -207,7 +192,8 @@ class TokenService:
     def _issue(self, body: bytes, headers: Mapping[str, str], urls: Urls, record: dict[str, str | None]) -> dict:
         form = _parse_form(body, headers.get("content-type"))
         self._check_grant(form)
-        client = self._authenticate(form, headers.get("authorization"), client_source(headers))
+        source = client_address(headers, self._address_source)
+        client = self._authenticate(form, headers.get("authorization"), source)
         record["client_id"] = client.client_id
         tenant_id = self._granted_tenant(form.get("scope", ""), client)
         record["tenant_id"] = tenant_id
@@ -320,6 +306,10 @@ class TokenService:
         if not isinstance(tenant, str) or claims.get("scope") != tenant or client_id != claims.get("sub"):
             raise InvalidToken("token rejected")
         if not all(_numeric_date(claims[name]) for name in ("exp", "iat", "nbf")):  # RFC 7519 §2 (PyJWT takes "123")
+            raise InvalidToken("token rejected")
+        if claims["exp"] - claims["iat"] > self._lifetime + LEEWAY_SECONDS:
+            # We never issue longer-lived tokens: one that claims so was minted with a stolen key
+            # (or before the lifetime was lowered), and must not outlive what we would issue now.
             raise InvalidToken("token rejected")
         return kid, AccessClaims(str(client_id), tenant, str(claims["jti"]), int(claims["exp"]))
 

@@ -47,10 +47,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from shared.errors import FhirError, NotFound, ProblemError
+from shared.outbound import BadUrl, OutboundPolicy, current_policy, normalise_url
 from shared.stores import SecretStore
 
 __all__ = [
     "ASSERTION_TYPE",
+    "SECRET_PREFIX",
     "InvalidUpstreamAuth",
     "UpstreamAuthError",
     "UpstreamAuthenticator",
@@ -70,8 +72,10 @@ DEFAULT_TOKEN_LIFETIME = 300.0
 MAX_REFRESH_MARGIN = 60.0
 MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
 
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-_SECRET_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
+# Upstream credentials live in their own Key Vault name space. The gateway's own secrets
+# (signing-key-*, client-*, portal-session-key) never start with it, so no route can name them.
+SECRET_PREFIX = "upstream-"  # noqa: S105 (a name space, not a password)
+_SECRET_NAME = re.compile(re.escape(SECRET_PREFIX) + r"[0-9A-Za-z-]{1,118}")
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3 scope-token
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 §2.1 b64token
@@ -96,6 +100,7 @@ _SCHEMAS: dict[str, _Schema] = {
     "smart_backend": _Schema(("token_url", "client_id", "secret_name", "alg", "kid", "scope")),
     "azure_ad": _Schema((), ("scope", "client_id")),
 }
+_Check = Callable[[str, str, OutboundPolicy], str]
 
 _REFUSALS = {
     "invalid_client": "refused the gateway's credentials",
@@ -131,13 +136,16 @@ class UpstreamAuthError(FhirError):
 # --- validation -----------------------------------------------------------------------------------
 
 
-def validate_upstream_auth(config: object, provider_base_url: str) -> dict:
+def validate_upstream_auth(config: object, provider_base_url: str, policy: OutboundPolicy | None = None) -> dict:
     """Checks and normalises a config from the management API; raises InvalidUpstreamAuth.
 
-    Normalising strips surrounding whitespace and fills ``auth_method``. The azure_ad default
+    `provider_base_url` must already be validated (it is the audience an azure_ad scope is held
+    to); `policy` defaults to this process's app settings. Normalising strips surrounding
+    whitespace, puts token URLs in canonical form and fills ``auth_method``. The azure_ad default
     scope is left out on purpose: it is derived from the provider base URL at request time, so
     a later change of the base URL cannot leave a stale audience behind.
     """
+    policy = policy or current_policy()
     if not isinstance(config, dict):
         raise InvalidUpstreamAuth("upstream_auth", "must be a JSON object with a 'kind'")
     kind = config.get("kind")
@@ -148,11 +156,11 @@ def validate_upstream_auth(config: object, provider_base_url: str) -> dict:
     for key, value in values.items():
         check = _FIELD_CHECKS.get(key)  # kid is opaque: printable and non-empty is all we ask
         if check is not None:
-            check(value, kind)
+            values[key] = check(value, kind, policy)
     if kind == "client_credentials":
         values.setdefault("auth_method", "client_secret_basic")
-    if kind == "azure_ad" and "scope" not in values:
-        _default_azure_scope(provider_base_url)
+    if kind == "azure_ad":
+        _check_azure_scope(values.get("scope"), provider_base_url, policy)
     return {"kind": kind, **values}
 
 
@@ -183,58 +191,67 @@ def _string_field(value: object, key: str) -> str:
     return value
 
 
-def _check_token_url(value: str, kind: str) -> None:
+def _check_token_url(value: str, kind: str, policy: OutboundPolicy) -> str:
     """https only, so a client secret or assertion never crosses the network in clear; plain
-    http is tolerated for loopback hosts, where the local dev stack runs its identity provider."""
-    field = "upstream_auth.token_url"
+    http only for loopback hosts under the local-development allowance. Returns the canonical form."""
     try:
-        parts = urlsplit(value)
-        host, _port = parts.hostname, parts.port  # .port raises ValueError when malformed
-    except ValueError as exc:
-        raise InvalidUpstreamAuth(field, "is not a valid URL") from exc
-    if parts.scheme not in ("https", "http") or not host:
-        raise InvalidUpstreamAuth(field, "must be an absolute https URL")
-    if parts.scheme == "http" and host not in _LOOPBACK_HOSTS:
-        raise InvalidUpstreamAuth(field, "must use https (plain http is allowed only for loopback hosts)")
-    if parts.username is not None or parts.password is not None:
-        raise InvalidUpstreamAuth(field, "must not carry credentials; use 'secret_name'")
-    if parts.fragment:
-        raise InvalidUpstreamAuth(field, "must not have a fragment")
+        return normalise_url(value, policy, base=False)
+    except BadUrl as exc:
+        raise InvalidUpstreamAuth("upstream_auth.token_url", str(exc)) from None
 
 
-def _check_secret_name(value: str, kind: str) -> None:
+def _check_secret_name(value: str, kind: str, policy: OutboundPolicy) -> str:
+    """Only the upstream name space: a route must never make the gateway send its own secrets."""
     if not _SECRET_NAME.fullmatch(value):
         raise InvalidUpstreamAuth(
-            "upstream_auth.secret_name", "must be a Key Vault secret name: 1-127 letters, digits or '-'"
+            "upstream_auth.secret_name",
+            f"must be a Key Vault secret name starting with '{SECRET_PREFIX}' (at most 127 letters, digits or '-')",
         )
+    return value
 
 
-def _check_scope(value: str, kind: str) -> None:
+def _check_scope(value: str, kind: str, policy: OutboundPolicy) -> str:
     tokens = value.split(" ")
     if not all(_SCOPE_TOKEN.fullmatch(token) for token in tokens):
         raise InvalidUpstreamAuth("upstream_auth.scope", "must be space-separated OAuth scope tokens")
     if kind == "azure_ad" and len(tokens) != 1:
         raise InvalidUpstreamAuth("upstream_auth.scope", "must be a single scope such as '<resource>/.default'")
+    return value
 
 
-def _check_client_id(value: str, kind: str) -> None:
+def _check_client_id(value: str, kind: str, policy: OutboundPolicy) -> str:
     if kind == "azure_ad" and not _GUID.fullmatch(value):
         raise InvalidUpstreamAuth(
             "upstream_auth.client_id", "must be the client id (a GUID) of a user-assigned managed identity"
         )
+    return value
 
 
-def _check_auth_method(value: str, kind: str) -> None:
+def _check_auth_method(value: str, kind: str, policy: OutboundPolicy) -> str:
     if value not in AUTH_METHODS:
         raise InvalidUpstreamAuth("upstream_auth.auth_method", f"must be one of: {', '.join(AUTH_METHODS)}")
+    return value
 
 
-def _check_alg(value: str, kind: str) -> None:
+def _check_alg(value: str, kind: str, policy: OutboundPolicy) -> str:
     if value not in ALGORITHMS:
         raise InvalidUpstreamAuth("upstream_auth.alg", f"must be one of: {', '.join(ALGORITHMS)}")
+    return value
 
 
-_FIELD_CHECKS: dict[str, Callable[[str, str], None]] = {
+def _check_azure_scope(scope: str | None, provider_base_url: str, policy: OutboundPolicy) -> None:
+    """The managed identity's token may only go to the provider it is meant for: the scope is the
+    provider's own audience or one the operator allowed in app settings, never e.g. Storage or
+    Key Vault (the gateway's identity can read and write both)."""
+    audience = _default_azure_scope(provider_base_url)
+    if scope is not None and scope != audience and scope not in policy.azure_ad_scopes_allowed:
+        raise InvalidUpstreamAuth(
+            "upstream_auth.scope",
+            f"must be the provider's own audience '{audience}' or appear in UPSTREAM_AZURE_AD_SCOPES_ALLOWED",
+        )
+
+
+_FIELD_CHECKS: dict[str, _Check] = {
     "token_url": _check_token_url,
     "secret_name": _check_secret_name,
     "scope": _check_scope,
@@ -248,7 +265,7 @@ def _default_azure_scope(provider_base_url: str) -> str:
     parts = urlsplit(provider_base_url)
     if parts.scheme not in ("https", "http") or not parts.netloc:
         raise InvalidUpstreamAuth(
-            "upstream_auth.scope", "is required: the provider base URL has no origin to derive it from"
+            "upstream_auth.scope", "cannot be checked: the provider base URL has no origin"
         )
     return f"{parts.scheme}://{parts.netloc}/.default"
 
@@ -297,6 +314,8 @@ class UpstreamAuthenticator:
     :param secret_ttl: seconds a secret read from the store is reused.
     :param failure_hold: seconds a failed refresh is answered from memory, so a broken provider
         is not hammered by every waiting request (`invalidate` clears it at once).
+    :param policy: where credentials may be sent; this process's app settings when omitted.
+        Stored configs are re-checked against it on every refresh.
     """
 
     def __init__(
@@ -308,6 +327,7 @@ class UpstreamAuthenticator:
         timeout: tuple[float, float] = (5.0, 30.0),
         secret_ttl: float = 60.0,
         failure_hold: float = 5.0,
+        policy: OutboundPolicy | None = None,
     ) -> None:
         self._secrets = secrets
         self._session = session or requests.Session()
@@ -316,6 +336,7 @@ class UpstreamAuthenticator:
         self._timeout = timeout
         self._secret_ttl = secret_ttl
         self._failure_hold = failure_hold
+        self._policy = policy
         self._guard = threading.Lock()
         self._tenant_locks: dict[str, threading.Lock] = {}
         self._entries: dict[str, _Entry] = {}
@@ -360,10 +381,9 @@ class UpstreamAuthenticator:
 
     # -- cache mechanics
 
-    @staticmethod
-    def _resolve(config: dict, provider_base_url: str) -> dict:
+    def _resolve(self, config: dict, provider_base_url: str) -> dict:
         try:
-            resolved = validate_upstream_auth(config, provider_base_url)
+            resolved = validate_upstream_auth(config, provider_base_url, self._policy)
         except InvalidUpstreamAuth as exc:
             _LOG.error("stored upstream_auth is invalid (%s: %s)", exc.field, exc.message)
             raise UpstreamAuthError("the gateway's upstream authentication for this provider is misconfigured") \

@@ -5,6 +5,7 @@ One stack serves the whole session; tests that break parts on purpose start thei
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,12 @@ import requests
 from devtools.stack import Stack
 
 SHARED_KIT = Path(__file__).resolve().parents[2] / "shared"
+# Tests drive plain-http loopback EHRs and IdPs in-process too (the stack sets it for the gateway);
+# tests of the production default pass an explicit shared.outbound.OutboundPolicy.
+os.environ.setdefault("GATEWAY_ALLOW_LOOPBACK_HTTP", "1")
+# The local host appends the socket peer (always 127.0.0.1 here) to X-Forwarded-For, as Azure's front
+# end does; tests stand in for a trusted proxy one hop further out, so that hop is the source.
+os.environ.setdefault("CLIENT_ADDRESS_TRUSTED_HOPS", "2")
 
 
 def pytest_configure(config: pytest.Config) -> None:

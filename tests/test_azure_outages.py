@@ -40,7 +40,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Persistent Azurite (so a restart keeps the tables), the Key Vault emulator, one sample EHR."""
     running = Stack(Path(tmp_path_factory.mktemp("outages")), persistent=True, extra_env={
         "SECRET_CACHE_TTL_SECONDS": str(TTL), "ROUTE_CACHE_TTL_SECONDS": str(TTL),
-        "SIGNING_KEY_CACHE_TTL_SECONDS": str(TTL)})
+        "SIGNING_KEY_CACHE_TTL_SECONDS": str(TTL), "HEALTH_CACHE_SECONDS": "0"})
     try:
         running.start_azurite()
         running.start_keyvault()

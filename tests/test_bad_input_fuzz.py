@@ -199,6 +199,46 @@ def test_crafted_traversal_and_injection_targets(target: Target, target_line: st
     assert_only_the_provider_was_asked(target)
 
 
+# --- numeric parameters: ASCII digits only (issue #13) ---------------------------------------------------
+
+# Written as escapes: superscript two, Arabic-Indic three, fullwidth "10", double-struck zero,
+# superscript five, circled one, Arabic-Indic "01", and an ASCII digit followed by superscript two.
+UNICODE_DIGITS = ["\u00b2", "\u0663", "\uff11\uff10", "\U0001d7d8", "\u2075", "\u2460", "\u0660\u0661", "1\u00b2"]
+NUMERIC = ("_count", "_offset", "_getpagesoffset")
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+@pytest.mark.parametrize("value", UNICODE_DIGITS)
+def test_numeric_parameters_with_unicode_digits_are_400_and_never_forwarded(target: Target, name: str,
+                                                                             value: str) -> None:
+    seen = len(provider_log(target.provider))
+    for path in (f"Patient?{name}={quote(value)}", f"?_getpages=x&{name}={quote(value)}"):
+        status, headers, body = target.fhir("GET", path)
+        assert status == 400, f"{path}: {status} {body[:200]!r}"
+        assert_fhir_answer(status, headers, body, path)
+    status, headers, body = target.fhir("POST", "Patient/_search",
+                                        {"Content-Type": "application/x-www-form-urlencoded"},
+                                        f"{name}={quote(value)}".encode())
+    assert status == 400, body
+    assert len(provider_log(target.provider)) == seen
+
+
+def test_fuzzed_numeric_parameters(target: Target) -> None:
+    """Any value that is not ASCII digits is the gateway's 400; ASCII digits reach the provider."""
+    @FUZZ
+    @given(name=st.sampled_from(NUMERIC),
+           value=st.text(st.characters(categories=["Nd", "No", "Nl"], exclude_characters="\r\n"), max_size=4)
+           | st.from_regex(r"[0-9]{1,3}", fullmatch=True))
+    def run(name: str, value: str) -> None:
+        status, headers, body = target.fhir("GET", f"Patient?{name}={quote(value)}")
+        assert_fhir_answer(status, headers, body, f"{name}={value!r}")
+        if not (value.isascii() and value.isdigit()):  # ASCII digits go on; the EHR may refuse some itself
+            assert status == 400, f"{name}={value!r}: {status}"
+
+    run()
+    assert_only_the_provider_was_asked(target)
+
+
 # --- POST _search bodies and batch Bundles --------------------------------------------------------------
 
 def test_fuzzed_search_bodies(target: Target) -> None:

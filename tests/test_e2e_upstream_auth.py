@@ -83,8 +83,8 @@ def _search(facts: dict[str, Any], headers: dict[str, str]) -> requests.Response
 
 
 def test_static_bearer_from_key_vault(stack: Stack, facts: dict[str, Any], providers: dict, vault) -> None:
-    vault.set_secret("e2e-ehr-bearer", STATIC_TOKEN)
-    headers = _onboard(stack, facts, providers["bearer"], {"kind": "bearer", "secret_name": "e2e-ehr-bearer"})
+    vault.set_secret("upstream-e2e-ehr-bearer", STATIC_TOKEN)
+    headers = _onboard(stack, facts, providers["bearer"], {"kind": "bearer", "secret_name": "upstream-e2e-ehr-bearer"})
     response = _search(facts, headers)
     assert response.status_code == 200, response.text
     assert response.json()["total"] > 0
@@ -92,9 +92,9 @@ def test_static_bearer_from_key_vault(stack: Stack, facts: dict[str, Any], provi
 
 def test_a_wrong_upstream_credential_is_a_502_that_reveals_nothing(stack: Stack, facts: dict[str, Any],
                                                                   providers: dict, vault) -> None:
-    vault.set_secret("e2e-ehr-bearer-wrong", "not-the-token")
+    vault.set_secret("upstream-e2e-ehr-bearer-wrong", "not-the-token")
     headers = _onboard(stack, facts, providers["bearer"],
-                       {"kind": "bearer", "secret_name": "e2e-ehr-bearer-wrong"})
+                       {"kind": "bearer", "secret_name": "upstream-e2e-ehr-bearer-wrong"})
     response = _search(facts, headers)
     assert response.status_code == 502
     assert response.json()["resourceType"] == "OperationOutcome"
@@ -104,9 +104,9 @@ def test_a_wrong_upstream_credential_is_a_502_that_reveals_nothing(stack: Stack,
 def test_client_credentials_token_is_fetched_once_and_reused(stack: Stack, facts: dict[str, Any], providers: dict,
                                                              vault, idp: UpstreamIdp) -> None:
     idp.register_client("gateway-cc", CC_SECRET)
-    vault.set_secret("e2e-cc-secret", CC_SECRET)
+    vault.set_secret("upstream-e2e-cc-secret", CC_SECRET)
     config = {"kind": "client_credentials", "token_url": idp.token_url, "client_id": "gateway-cc",
-              "secret_name": "e2e-cc-secret", "scope": "system/*.read"}
+              "secret_name": "upstream-e2e-cc-secret", "scope": "system/*.read"}
     headers = _onboard(stack, facts, providers["introspect"], config)
     before = idp.token_requests
     for _ in range(3):
@@ -117,9 +117,9 @@ def test_client_credentials_token_is_fetched_once_and_reused(stack: Stack, facts
 def test_an_upstream_401_refreshes_the_token_once_and_the_request_succeeds(
         stack: Stack, facts: dict[str, Any], providers: dict, vault, idp: UpstreamIdp) -> None:
     idp.register_client("gateway-cc2", CC_SECRET)
-    vault.set_secret("e2e-cc2-secret", CC_SECRET)
+    vault.set_secret("upstream-e2e-cc2-secret", CC_SECRET)
     config = {"kind": "client_credentials", "token_url": idp.token_url, "client_id": "gateway-cc2",
-              "secret_name": "e2e-cc2-secret"}
+              "secret_name": "upstream-e2e-cc2-secret"}
     headers = _onboard(stack, facts, providers["introspect"], config)
     assert _search(facts, headers).status_code == 200
     idp.revoke_tokens()
@@ -137,9 +137,9 @@ def test_smart_backend_services_assertion(stack: Stack, facts: dict[str, Any], p
     idp.register_backend_client("gateway-smart", public, kid="e2e-key-1")
     pem = backend_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption()).decode()
-    vault.set_secret("e2e-smart-key", pem)
+    vault.set_secret("upstream-e2e-smart-key", pem)
     config = {"kind": "smart_backend", "token_url": idp.token_url, "client_id": "gateway-smart",
-              "secret_name": "e2e-smart-key", "alg": "RS384", "kid": "e2e-key-1", "scope": "system/*.read"}
+              "secret_name": "upstream-e2e-smart-key", "alg": "RS384", "kid": "e2e-key-1", "scope": "system/*.read"}
     headers = _onboard(stack, facts, providers["introspect"], config)
     response = _search(facts, headers)
     assert response.status_code == 200, response.text

@@ -44,6 +44,8 @@ LOCAL_ONLY = {
     # CA bundle of the local Key Vault emulator's self-signed certificate; the real vault's
     # certificate chains to a public CA.
     "KEY_VAULT_CA_BUNDLE": "local Key Vault emulator only",
+    # Plain-http loopback EHRs and IdPs: the local stack's own; never allowed in Azure.
+    "GATEWAY_ALLOW_LOOPBACK_HTTP": "local development only",
 }
 
 # Settings in local.settings.json.sample that are neither read by shared/settings.py nor

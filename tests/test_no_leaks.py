@@ -119,22 +119,23 @@ def leaky(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Leaky]:
         oauth_ehr = stack.start_ehr("stu3", ["--auth", f"introspect:{idp['introspection_url']}"], name="ehr-oauth")
         dstu2_ehr = stack.start_ehr("dstu2", name="ehr-dstu2")
         faulty = start_faulty_provider(stack, "--delay", "1")
-        for name, value in (("up-bearer", upstream["bearer"]), ("up-client-secret", upstream["client_secret"]),
-                            ("up-private-key", upstream["private_key"])):
+        for name, value in (("upstream-bearer", upstream["bearer"]),
+                            ("upstream-client-secret", upstream["client_secret"]),
+                            ("upstream-private-key", upstream["private_key"])):
             put_vault_secret(stack, name, value)
         consumer = Consumer(stack, "Leak test client")
         routes = {
-            "bearer": (bearer_ehr["base_url"], "stu3", {"kind": "bearer", "secret_name": "up-bearer"}),
+            "bearer": (bearer_ehr["base_url"], "stu3", {"kind": "bearer", "secret_name": "upstream-bearer"}),
             "client_credentials": (oauth_ehr["base_url"], "stu3", {
                 "kind": "client_credentials", "token_url": idp["token_url"], "client_id": "gateway",
-                "secret_name": "up-client-secret", "scope": SCOPE}),
+                "secret_name": "upstream-client-secret", "scope": SCOPE}),
             "smart_backend": (oauth_ehr["base_url"], "stu3", {
                 "kind": "smart_backend", "token_url": idp["token_url"], "client_id": "gateway-backend",
-                "secret_name": "up-private-key", "alg": "RS384", "kid": "k1", "scope": SCOPE}),
+                "secret_name": "upstream-private-key", "alg": "RS384", "kid": "k1", "scope": SCOPE}),
             "dstu2": (dstu2_ehr["base_url"], "dstu2", {"kind": "none"}),
             "wrong-upstream-secret": (oauth_ehr["base_url"], "stu3", {
                 "kind": "client_credentials", "token_url": idp["token_url"], "client_id": "gateway",
-                "secret_name": "up-bearer", "scope": SCOPE}),
+                "secret_name": "upstream-bearer", "scope": SCOPE}),
             "faulty-503": (f"{faulty}/status-503-json/fhir", "stu3", {"kind": "none"}),
             "faulty-reset": (f"{faulty}/reset-mid-body/fhir", "stu3", {"kind": "none"}),
             "faulty-slow": (f"{faulty}/delay/fhir", "stu3", {"kind": "none"}),

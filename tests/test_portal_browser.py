@@ -177,28 +177,28 @@ def test_a_consumer_registers_rotates_its_secret_and_signs_in_again(
     screenshot(driver, shots, "07-secret-added")
     row = driver.find_element(By.XPATH, f"//tbody/tr[contains(., '{first.split('~')[0]}')]")
     submit_and_confirm(driver, row.find_element(By.CSS_SELECTOR, "button.danger"))
-    assert "Deleted the secret" in wait_for(driver, By.CSS_SELECTOR, ".notice.success").text
-    remaining = driver.find_elements(By.CSS_SELECTOR, "tbody tr")
-    assert len(remaining) == 1 and second.split("~")[0] in remaining[0].text
-    screenshot(driver, shots, "08-secret-deleted")
+    # this session signed in (registered) with the first secret, so it ended with it: back to sign-in
+    wait_for(driver, By.ID, "client_secret")
+    assert driver.current_url.endswith("/api/portal/signin")
+    screenshot(driver, shots, "08-session-ended-with-its-secret")
 
     # the deleted secret gets no token (this instance dropped it from its cache); the new one does
     assert token_status(facts, client_id, first, tenant_id) == 401
     assert token_status(facts, client_id, second, tenant_id) == 200
 
-    # sign out; a wrong secret fails generically; the new secret signs in
-    driver.find_element(By.XPATH, "//button[normalize-space()='Sign out']").click()
-    wait_for(driver, By.ID, "client_secret")
-    assert driver.current_url.endswith("/api/portal/signin")
-    screenshot(driver, shots, "09-signin")
+    # a wrong secret fails generically; the new secret signs in
     driver.find_element(By.ID, "client_id").send_keys(client_id)
     driver.find_element(By.ID, "client_secret").send_keys(first, Keys.ENTER)
     assert "Sign-in failed" in wait_for(driver, By.CSS_SELECTOR, ".notice.error").text
-    screenshot(driver, shots, "10-signin-failed")
+    screenshot(driver, shots, "09-signin-failed")
     driver.find_element(By.ID, "client_secret").send_keys(second, Keys.ENTER)
     assert text_of(driver, "client-id") == client_id
     assert driver.get_cookie("portal_session")["httpOnly"] is True
     assert all(first not in c["value"] and second not in c["value"] for c in driver.get_cookies())
+    driver.find_element(By.LINK_TEXT, "Secrets").click()
+    remaining = wait_for(driver, By.CSS_SELECTOR, "tbody").find_elements(By.TAG_NAME, "tr")
+    assert len(remaining) == 1 and second.split("~")[0] in remaining[0].text
+    screenshot(driver, shots, "10-secret-rotated")
 
     # a phone: no sideways scrolling, still every part reachable
     driver.set_window_size(*PHONE)
@@ -210,3 +210,8 @@ def test_a_consumer_registers_rotates_its_secret_and_signs_in_again(
         screenshot(driver, shots, name)
     driver.set_window_size(*LAPTOP)
     assert csp_violations(driver) == []
+
+    # sign out ends the session
+    driver.find_element(By.XPATH, "//button[normalize-space()='Sign out']").click()
+    wait_for(driver, By.ID, "client_secret")
+    assert driver.current_url.endswith("/api/portal/signin")

@@ -32,8 +32,8 @@ from portal_client import (
 )
 
 from devtools.stack import Stack
+from shared.clientaddr import AddressSource, client_address
 from shared.portal.handlers import FORM_EXPIRED, INVITATION_FAILED, SIGNIN_FAILED
-from shared.portal.web import client_address
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; form-action 'self'; "
        "base-uri 'none'")
@@ -295,7 +295,7 @@ def test_the_session_cookie_is_httponly_strict_and_carries_no_secret(portal: str
     assert "Secure" not in attributes, "plain http locally; Secure over https (tested on the https stack)"
     value = attributes[0].partition("=")[2]
     payload = json.loads(base64.urlsafe_b64decode(value.split(".")[0] + "=="))
-    assert set(payload) == {"cid", "sid", "iat", "exp"} and payload["exp"] - payload["iat"] == 1800
+    assert set(payload) == {"cid", "sid", "iat", "exp", "sec", "gen"} and payload["exp"] - payload["iat"] == 1800
     assert shown_secret(reply.text) not in value
 
 
@@ -332,12 +332,16 @@ def test_the_last_live_secret_cannot_be_deleted(portal: str, manage: Any) -> Non
     refused = user.delete_secret(first.split("~")[0])
     assert refused.status_code == 409 and "last live secret" in error_text(refused.text)
     assert user.delete_secret("0123456789abcdef").status_code == 404
-    user.add_secret()
-    deleted = user.delete_secret(first.split("~")[0])
+    second = shown_secret(user.add_secret().text)
+    other = PortalUser(portal)
+    assert other.sign_in(client_id, second).status_code == 303
+    deleted = other.delete_secret(first.split("~")[0])
     assert deleted.status_code == 303
-    page = user.get(deleted.headers["Location"].removeprefix("/api/portal")).text
+    page = other.get(deleted.headers["Location"].removeprefix("/api/portal")).text
     assert "Deleted the secret starting" in page
     assert len(manage("GET", f"/clients/{client_id}/secrets").json()["secrets"]) == 1
+    # The first browser signed in with the deleted secret: its session ended with it.
+    assert user.get("/secrets").headers["Location"].endswith("/signin")
 
 
 # --- rate limits (a stack of its own: small limits, a 3-second window, an https public URL) ------------
@@ -430,8 +434,9 @@ def test_registration_is_limited_per_address_and_per_invitation(limited: Stack) 
 
 
 @pytest.mark.parametrize(("header", "key"), [
-    ("203.0.113.7", "203.0.113.7"), ("203.0.113.7:51234, 10.0.0.1", "203.0.113.7"),
-    ("[2001:db8:1:2::5]:443", "2001:db8:1:2::/64"), ("2001:db8:1:2:aaaa::1, 10.0.0.1", "2001:db8:1:2::/64"),
-    ("", "unknown"), ("not-an-address", "unparsable")])
-def test_the_source_address_is_the_first_forwarded_hop(header: str, key: str) -> None:
-    assert client_address({"x-forwarded-for": header} if header else {}) == key
+    ("203.0.113.7", "203.0.113.7"), ("10.0.0.1, 203.0.113.7:51234", "203.0.113.7"),
+    ("[2001:db8:1:2::5]:443", "2001:db8:1:2::/64"), ("10.0.0.1, 2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+    ("", "unknown"), ("not-an-address", "unparsable"), ("203.0.113.7, ", "unknown")])
+def test_the_source_address_is_the_hop_the_trusted_front_end_appended(header: str, key: str) -> None:
+    """Right-most hop (shared/clientaddr.py): what the client wrote to the left is its own invention."""
+    assert client_address({"x-forwarded-for": header} if header else {}, AddressSource()) == key

@@ -47,7 +47,7 @@ def clock() -> Clock:
 
 def test_the_key_lives_in_key_vault_and_instances_share_it(vault: KeyVaultSecretStore, clock: Clock) -> None:
     first = SessionSigner(vault, clock)
-    token, session = first.issue(CLIENT)
+    token, session = first.issue(CLIENT, "0123456789abcdef", 0)
     record = vault.get_secret(KEY_NAME)
     assert record.value and len(base64.urlsafe_b64decode(record.value + "=")) == 32
     second = SessionSigner(vault, clock)
@@ -57,9 +57,9 @@ def test_the_key_lives_in_key_vault_and_instances_share_it(vault: KeyVaultSecret
 
 def test_a_session_expires_and_carries_only_ids(vault: KeyVaultSecretStore, clock: Clock) -> None:
     signer = SessionSigner(vault, clock)
-    token, session = signer.issue(CLIENT)
+    token, session = signer.issue(CLIENT, "0123456789abcdef", 0)
     claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
-    assert set(claims) == {"cid", "sid", "iat", "exp"} and claims["cid"] == CLIENT
+    assert set(claims) == {"cid", "sid", "iat", "exp", "sec", "gen"} and claims["cid"] == CLIENT
     clock.now += SESSION_SECONDS - 1
     assert signer.verify(token) == session
     clock.now += 1
@@ -68,7 +68,7 @@ def test_a_session_expires_and_carries_only_ids(vault: KeyVaultSecretStore, cloc
 
 def test_forged_and_malformed_sessions_are_refused(vault: KeyVaultSecretStore, clock: Clock) -> None:
     signer = SessionSigner(vault, clock)
-    token, _ = signer.issue(CLIENT)
+    token, _ = signer.issue(CLIENT, "0123456789abcdef", 0)
     payload, mac = token.split(".")
     for bad in ("", ".", payload, f"{payload}.", f"{payload}.{mac[:-1]}", f"{mac}.{payload}", "é.é",
                 f"{payload}x.{mac}"):
@@ -77,8 +77,8 @@ def test_forged_and_malformed_sessions_are_refused(vault: KeyVaultSecretStore, c
 
 def test_csrf_tokens_belong_to_one_session(vault: KeyVaultSecretStore, clock: Clock) -> None:
     signer = SessionSigner(vault, clock)
-    _, one = signer.issue(CLIENT)
-    _, other = signer.issue(CLIENT)
+    _, one = signer.issue(CLIENT, "0123456789abcdef", 0)
+    _, other = signer.issue(CLIENT, "0123456789abcdef", 0)
     assert signer.csrf_token(one) != signer.csrf_token(other)
     assert not signer.check_csrf(one, signer.csrf_token(other))
     assert not signer.check_csrf(one, "")

@@ -359,3 +359,22 @@ def test_a_token_of_a_disabled_client_is_refused_and_not_forwarded(stack: Stack,
     stack.manage("POST", f"/clients/{owner['client_id']}/disable").raise_for_status()
     body = forge.assert_refused(token)
     assert "disabled" in body["issue"][0]["diagnostics"]
+
+
+# --- issue #13: verification bounds the lifetime ----------------------------------------------------
+
+LIFETIME = 3600  # the stack's TOKEN_LIFETIME_SECONDS (the default)
+LEEWAY = 30  # shared.token_service.LEEWAY_SECONDS
+
+
+@pytest.mark.parametrize("span", [LIFETIME + LEEWAY + 1, 365 * 24 * 3600])
+def test_a_token_living_longer_than_the_gateway_issues_is_refused(forge: Forge, span: int) -> None:
+    """Signed with the real key, every other claim right: only exp - iat is too long."""
+    now = int(time.time())
+    forge.assert_refused(forge.signed(forge.fresh_claims(iat=now - 60, nbf=now - 60, exp=now - 60 + span)))
+
+
+def test_a_token_of_exactly_the_configured_lifetime_plus_skew_is_accepted(forge: Forge) -> None:
+    now = int(time.time())
+    token = forge.signed(forge.fresh_claims(iat=now - 60, nbf=now - 60, exp=now - 60 + LIFETIME + LEEWAY))
+    assert forge.call(token).status_code == 200

@@ -9,7 +9,8 @@ lock a legitimate client out for longer than the attack lasts plus one window, a
 blocks a client where it already authenticates.
 
 This module runs its own stack with tiny limits and a 3-second window so both the limit and the
-recovery can be watched in real time. Sources are set with X-Forwarded-For (first hop).
+recovery can be watched in real time. Sources are set with X-Forwarded-For: the right-most hop, the
+one Azure's front end appends (shared/clientaddr.py); what the client writes left of it is ignored.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def client(abuse_stack: Stack) -> Client:
 
 def post(stack: Stack, form: Any, source: str | None = None, **headers: str) -> requests.Response:
     if source is not None:
-        headers["X-Forwarded-For"] = f"{source}, 10.0.0.1"
+        headers["X-Forwarded-For"] = f"10.0.0.1, {source}"  # a client-chosen hop, then the front end's
     response = requests.post(stack.facts["token_url"], data=form, headers=headers, timeout=TIMEOUT)
     if response.status_code == 200:
         remember(response.json()["access_token"])

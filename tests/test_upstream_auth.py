@@ -30,6 +30,7 @@ from devtools.identity_endpoint import IdentityEndpoint
 from devtools.keyvault_emulator import start_emulator
 from devtools.upstream_idp import ASSERTION_TYPE, UpstreamIdp
 from shared.errors import StoreUnavailable
+from shared.outbound import OutboundPolicy
 from shared.stores.keyvault import KeyVaultSecretStore
 from shared.upstream_auth import (
     InvalidUpstreamAuth,
@@ -137,9 +138,9 @@ def bearer_token(header: str | None) -> str:
 # --- validation -----------------------------------------------------------------------------------
 
 CC = {"kind": "client_credentials", "token_url": "https://idp.example.org/token", "client_id": "gw",
-      "secret_name": "gw-secret"}
+      "secret_name": "upstream-gw-secret"}
 SMART = {"kind": "smart_backend", "token_url": "https://idp.example.org/token", "client_id": "gw",
-         "secret_name": "gw-key", "alg": "RS384", "kid": "k1", "scope": SCOPE}
+         "secret_name": "upstream-gw-key", "alg": "RS384", "kid": "k1", "scope": SCOPE}
 
 
 @pytest.mark.parametrize(("config", "field"), [
@@ -150,8 +151,8 @@ SMART = {"kind": "smart_backend", "token_url": "https://idp.example.org/token", 
     ({"kind": "none", "secret_name": "x"}, "upstream_auth.secret_name"),
     ({"kind": "bearer"}, "upstream_auth.secret_name"),
     ({"kind": "bearer", "secret_name": "ok", "token": "abc"}, "upstream_auth.token"),
-    ({"kind": "bearer", "secret_name": "bad_name"}, "upstream_auth.secret_name"),
-    ({"kind": "bearer", "secret_name": "a" * 128}, "upstream_auth.secret_name"),
+    ({"kind": "bearer", "secret_name": "upstream-bad_name"}, "upstream_auth.secret_name"),
+    ({"kind": "bearer", "secret_name": "upstream-" + "a" * 119}, "upstream_auth.secret_name"),
     ({"kind": "bearer", "secret_name": 5}, "upstream_auth.secret_name"),
     ({"kind": "bearer", "secret_name": "  "}, "upstream_auth.secret_name"),
     ({**CC, "client_secret": "hunter2"}, "upstream_auth.client_secret"),
@@ -193,11 +194,11 @@ def test_inline_credentials_are_pointed_to_key_vault() -> None:
     assert "Key Vault" in caught.value.message and "hunter2" not in caught.value.message
 
 
-def test_azure_ad_needs_a_scope_when_the_base_url_has_no_origin() -> None:
+def test_azure_ad_scope_is_checked_against_the_provider_origin() -> None:
     with pytest.raises(InvalidUpstreamAuth) as caught:
         validate_upstream_auth({"kind": "azure_ad"}, "fhir/r4")
     assert caught.value.field == "upstream_auth.scope"
-    assert validate_upstream_auth({"kind": "azure_ad", "scope": "api://fhir/.default"}, "fhir/r4")
+    assert validate_upstream_auth({"kind": "azure_ad", "scope": "https://fhir.example.org/.default"}, BASE)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1:8080", "localhost", "[::1]:9000"])
@@ -264,7 +265,7 @@ def test_missing_or_disabled_secret_is_an_upstream_auth_error(
         make: Callable[..., UpstreamAuthenticator], vault: KeyVaultSecretStore) -> None:
     auth = make()
     with pytest.raises(UpstreamAuthError, match="no credential stored"):
-        auth.authorization("t1", BASE, {"kind": "bearer", "secret_name": "never-stored"})
+        auth.authorization("t1", BASE, {"kind": "bearer", "secret_name": "upstream-never-stored"})
     name = secret(vault, "disabled-token")
     vault.update_properties(name, enabled=False)
     with pytest.raises(UpstreamAuthError):
@@ -656,7 +657,8 @@ def test_azure_ad_uses_azure_identity(make: Callable[..., UpstreamAuthenticator]
 
 
 def test_azure_ad_explicit_scope(make: Callable[..., UpstreamAuthenticator], identity: IdentityEndpoint) -> None:
-    auth = make(clock=time.time)
+    """A scope other than the provider's own audience works once the operator allows it."""
+    auth = make(clock=time.time, policy=OutboundPolicy(azure_ad_scopes_allowed=frozenset({"api://fhir-proxy/.default"})))
     header = auth.authorization("t1", BASE, {"kind": "azure_ad", "scope": "api://fhir-proxy/.default",
                                              "client_id": MI_CLIENT_ID})
     assert identity.issued_requests == [("api://fhir-proxy", MI_CLIENT_ID)]

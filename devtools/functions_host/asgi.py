@@ -94,6 +94,7 @@ class FunctionsHost:
             await exchange.empty(413)  # before the function runs, as the Functions host does
         else:
             scope["path_params"] = route_params  # what the worker's sync_route_params leaves in the request
+            scope["headers"] = _with_front_end_hop(scope)
             await self._run(route, scope, _limited(receive, self._max_body_bytes), exchange)
         return route
 
@@ -201,3 +202,16 @@ def build_asgi_app(
     if not keys and any(route.auth_level != "anonymous" for route in routes):
         _LOG.warning("%s is not set: FUNCTION and ADMIN functions answer 401 to every request", KEY_ENV)
     return FunctionsHost(routes, keys, max_body_bytes)
+
+
+def _with_front_end_hop(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """Append the socket peer to X-Forwarded-For, as Azure's front end does before the Functions
+    host sees a request: the gateway keys per-source limits on that trusted, right-most hop
+    (shared/clientaddr.py), never on what the client wrote to its left."""
+    client = scope.get("client")
+    if not client:
+        return list(scope["headers"])
+    hop = f"{client[0]}:{client[1]}".encode()
+    headers = [(name, value) for name, value in scope["headers"] if name != b"x-forwarded-for"]
+    sent = [value for name, value in scope["headers"] if name == b"x-forwarded-for"]
+    return [*headers, (b"x-forwarded-for", b", ".join([*sent, hop]))]

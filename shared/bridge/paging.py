@@ -46,7 +46,7 @@ def add_paging_links(bundle: dict[str, Any], action: Interaction, provider_base:
 
 def _number(query: tuple[tuple[str, str], ...], name: str, default: int) -> int:
     values = [value for key, value in query if key == name]
-    return int(values[-1]) if values and values[-1].isdigit() else default
+    return int(values[-1]) if values and values[-1].isascii() and values[-1].isdigit() else default
 
 
 def _page(base: str, query: tuple[tuple[str, str], ...], offset: int, count: int) -> str:

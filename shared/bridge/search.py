@@ -75,7 +75,7 @@ def _search_query(facade: str, rmap: ResourceMap, query: tuple[tuple[str, str], 
 def _result_param(name: str, modifier: str, value: str) -> tuple[str, str]:
     if modifier:
         raise FhirError(400, "not-supported", f"{name}:{modifier} is not supported")
-    if name in ("_count", "_offset") and not value.isdigit():
+    if name in ("_count", "_offset") and not (value.isascii() and value.isdigit()):
         raise FhirError(400, "invalid", f"{name} must be a non-negative integer")
     if name == "_format":
         _check_format(value)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.clientaddr import AddressSource, client_address
 from shared.clients import Client, InvalidClient
 from shared.errors import NotFound, ProblemError, StoreUnavailable
 from shared.http import Request, Response
@@ -29,7 +30,6 @@ from shared.portal.sessions import FORM_TOKEN_SECONDS, SESSION_SECONDS, Session
 from shared.portal.web import (
     SECURITY_HEADERS,
     BadForm,
-    client_address,
     page,
     read_cookie,
     read_form,
@@ -85,8 +85,9 @@ class Context:
         """Secure whenever the portal is served over https (in Azure GATEWAY_PUBLIC_BASE_URL is https)."""
         return set_cookie(name, value, self.links.home, max_age, self.urls.base.startswith("https://"))
 
-    def start_session(self, client_id: str) -> tuple[Session, dict[str, str]]:
-        token, session = self.services.sessions.issue(client_id)
+    def start_session(self, client_id: str, secret_id: str) -> tuple[Session, dict[str, str]]:
+        generation = self.services.session_generations.current(client_id)
+        token, session = self.services.sessions.issue(client_id, secret_id, generation)
         return session, self.cookie(SESSION_COOKIE, token, SESSION_SECONDS)
 
 
@@ -139,7 +140,17 @@ def _signed_in(req: Request, ctx: Context) -> tuple[Session, Client] | None:
         client = ctx.services.clients.get(session.client_id)
     except NotFound:
         return None
-    return (session, client) if client.active else None
+    return (session, client) if client.active and _session_current(ctx, session) else None
+
+
+def _session_current(ctx: Context, session: Session) -> bool:
+    """Server-side checks behind the signed cookie: not signed out or ended by disabling the client
+    (generation), and the secret it signed in with still live (deleting it ends the session)."""
+    if session.generation != ctx.services.session_generations.current(session.client_id):
+        return False
+    now = datetime.now(UTC)
+    return any(info.secret_id == session.secret_id and info.live_at(now)
+               for info in ctx.services.clients.list_secrets(session.client_id))
 
 
 def _require_session(req: Request, ctx: Context) -> tuple[Session, Client]:
@@ -174,6 +185,11 @@ def _anonymous_form(req: Request, ctx: Context) -> tuple[dict[str, str], str]:
     if not ctx.services.sessions.check_form_token(cookie, form.get("form_token", "")):
         raise PortalError(403, "Request refused", FORM_EXPIRED)
     return form, cookie
+
+
+def _source(req: Request, ctx: Context) -> str:
+    """The caller's address as the token endpoint sees it (shared.clientaddr: one trusted source)."""
+    return client_address(req.headers, AddressSource.from_settings(ctx.services.settings))
 
 
 def _throttle(by_address: RateLimiter, address: str, by_target: RateLimiter, target: str) -> None:
@@ -231,7 +247,7 @@ def signin(req: Request) -> Response:
     form, token = _anonymous_form(req, ctx)
     client_id = form.get("client_id", "").strip().lower()[:100]
     limits = ctx.services.portal_limits
-    _throttle(limits.signin_address, client_address(req.headers), limits.signin_client, client_id)
+    _throttle(limits.signin_address, _source(req, ctx), limits.signin_client, client_id)
     try:
         client: Client | None = ctx.services.clients.authenticate(client_id, form.get("client_secret", "").strip())
     except InvalidClient:
@@ -239,7 +255,7 @@ def signin(req: Request) -> Response:
     if client is None or not client.active:
         return page(400, pages.signin(ctx.links, token, client_id, SIGNIN_FAILED))
     limits.signin_client.reset(client_id)
-    _, cookie = ctx.start_session(client.client_id)
+    _, cookie = ctx.start_session(client.client_id, form.get("client_secret", "").strip().partition("~")[0])
     return redirect(ctx.links.home, cookie)
 
 
@@ -257,7 +273,7 @@ def register(req: Request) -> Response:
     form, token = _anonymous_form(req, ctx)
     code, name = form.get("invitation_code", "").strip(), form.get("name", "").strip()
     limits, services = ctx.services.portal_limits, ctx.services
-    _throttle(limits.register_address, client_address(req.headers), limits.register_invitation,
+    _throttle(limits.register_address, _source(req, ctx), limits.register_invitation,
               code_id(code) or "malformed")
     expiry = _expiry(form)
     if not name or len(name) > 200:
@@ -274,7 +290,7 @@ def register(req: Request) -> Response:
         services.invitations.release(claim)
         raise
     services.invitations.complete(claim, client.client_id)
-    session, cookie = ctx.start_session(client.client_id)
+    session, cookie = ctx.start_session(client.client_id, info.secret_id)
     csrf = services.sessions.csrf_token(session)
     return page(201, pages.registered(ctx.links, client, secret, info, csrf), cookie)
 
@@ -322,13 +338,18 @@ def delete_secret(req: Request, secret_id: str) -> Response:
         return _secrets_page(ctx, session, client, 409,
                              error="This is your client's last live secret, so it cannot be deleted. "
                                    "Add a new secret first, move your app to it, then delete this one.")
+    if secret_id == session.secret_id:  # the session was bound to it and has ended with it
+        return redirect(ctx.links.signin, ctx.cookie(SESSION_COOKIE, "", 0))
     return redirect(f"{ctx.links.secrets}?deleted={secret_id}")
 
 
 @portal_endpoint
 def signout(req: Request) -> Response:
+    """Ends the session on the server too: a copy of the cookie is worthless afterwards. This moves
+    the client's session generation on, so every browser signed in as this client is signed out."""
     ctx = _context(req)
-    _session_form(req, ctx)
+    session, _, _ = _session_form(req, ctx)
+    ctx.services.session_generations.end_all(session.client_id)
     return redirect(ctx.links.signin, ctx.cookie(SESSION_COOKIE, "", 0))
 
 

@@ -11,11 +11,13 @@ The key is the Key Vault secret `portal-session-key`, created on first use. Two 
 at once may both create it; each re-reads the latest version after writing, and every instance
 re-reads it every few minutes, so they converge (a session signed with the losing key just ends).
 
-A session token is `<payload>.<mac>` (base64url): client id, a random session id, issue and expiry
-times. It carries no secret, only proves "this browser signed in as that client until then".
-Sessions are bound to the client, not to the secret used to sign in, so a consumer can rotate
-secrets inside one session; they end at expiry, at sign-out (cookie dropped), or when the client is
-disabled (checked on every request). The CSRF synchronizer token is a MAC of the session id, so
+A session token is `<payload>.<mac>` (base64url): client id, the id of the secret it signed in with,
+the client's session generation (shared/portal/generations.py), a random session id, issue and
+expiry times. It carries no secret, only proves "this browser signed in as that client, with that
+secret, until then". The portal honours it only while that secret is still live and the generation
+is still the client's current one, so a session ends at expiry, when its secret is deleted, at
+sign-out and when the client is disabled (both move the generation on, on the server).
+The CSRF synchronizer token is a MAC of the session id, so
 it needs no server-side storage. Before sign-in there is no session: the sign-in and registration
 forms use a signed double-submit token (the same value in a cookie and a hidden field, MAC'd with
 an expiry so it cannot be minted by anyone else).
@@ -35,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.errors import NotFound
+from shared.jsonbody import loads_strict
 from shared.stores import SecretStore
 
 KEY_NAME = "portal-session-key"
@@ -61,6 +64,8 @@ class Session:
     client_id: str
     session_id: str
     expires_at: int
+    secret_id: str
+    generation: int
 
 
 class SessionSigner:
@@ -92,12 +97,14 @@ class SessionSigner:
 
     # --- sessions -----------------------------------------------------------------------------
 
-    def issue(self, client_id: str) -> tuple[str, Session]:
-        """A new session for the client and the token (cookie value) that proves it."""
+    def issue(self, client_id: str, secret_id: str, generation: int) -> tuple[str, Session]:
+        """A new session for the client, bound to the secret it signed in with and the client's
+        current session generation, and the token (cookie value) that proves it."""
         now = int(self._clock())
-        session = Session(client_id, secrets.token_urlsafe(16), now + SESSION_SECONDS)
+        session = Session(client_id, secrets.token_urlsafe(16), now + SESSION_SECONDS, secret_id, generation)
         payload = _b64(json.dumps({"cid": client_id, "sid": session.session_id, "iat": now,
-                                   "exp": session.expires_at}, separators=(",", ":")).encode())
+                                   "exp": session.expires_at, "sec": secret_id, "gen": generation},
+                                  separators=(",", ":")).encode())
         return f"{payload}.{self._mac('session', payload)}", session
 
     def verify(self, token: str) -> Session | None:
@@ -106,8 +113,9 @@ class SessionSigner:
         if not payload or not mac or not _same(mac, self._mac("session", payload)):
             return None
         try:
-            claims = json.loads(_unb64(payload))
-            session = Session(str(claims["cid"]), str(claims["sid"]), int(claims["exp"]))
+            claims = loads_strict(_unb64(payload))
+            session = Session(str(claims["cid"]), str(claims["sid"]), int(claims["exp"]), str(claims["sec"]),
+                              int(claims["gen"]))
         except (binascii.Error, ValueError, KeyError, TypeError):
             return None
         return session if session.expires_at > self._clock() else None

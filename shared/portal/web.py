@@ -1,8 +1,7 @@
-"""HTTP hardening shared by every portal page: headers, cookies, forms, request origin, client address."""
+"""HTTP hardening shared by every portal page: headers, cookies, forms, request origin."""
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from urllib.parse import parse_qs
 
@@ -49,7 +48,8 @@ def read_cookie(headers: Mapping[str, str], name: str) -> str:
 
 
 def read_form(req: Request) -> dict[str, str]:
-    """First value of each field of an url-encoded body; anything else is a BadForm."""
+    """Each field of an url-encoded body; anything else, a repeated field included, is a BadForm
+    (two `client_id`s could be checked as one and acted on as the other)."""
     content_type = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type != FORM_TYPE or len(req.body) > MAX_FORM_BYTES:
         raise BadForm()
@@ -57,6 +57,8 @@ def read_form(req: Request) -> dict[str, str]:
         fields = parse_qs(req.body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadForm() from exc
+    if any(len(values) > 1 for values in fields.values()):
+        raise BadForm()
     return {key: values[0] for key, values in fields.items()}
 
 
@@ -73,29 +75,3 @@ def same_origin(headers: Mapping[str, str], expected_origin: str) -> bool:
         return False
     origin = headers.get("origin")
     return origin is None or origin == "null" or origin == expected_origin
-
-
-def client_address(headers: Mapping[str, str]) -> str:
-    """The key for per-source rate limits: the first hop of X-Forwarded-For.
-
-    Trust assumption: in Azure the function app is reached only through App Service's front end,
-    which sets X-Forwarded-For (as `address:port`) to the peer it accepted the connection from; the
-    first hop is that client. Putting another proxy in front that passes a client-chosen
-    X-Forwarded-For through unchanged would make this key client-chosen: such a proxy must
-    overwrite the header. Locally the Functions host gives functions no socket peer, so the header
-    (which tests set) is all there is; without it every request shares the key "unknown", i.e. one
-    global limit. An IPv6 client is keyed by its /64, which one subscriber usually holds whole.
-    """
-    first = (headers.get("x-forwarded-for") or "").split(",")[0].strip()
-    if not first:
-        return "unknown"
-    host = first[1:].partition("]")[0] if first.startswith("[") else first
-    if host.count(":") == 1:
-        host = host.partition(":")[0]
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return "unparsable"
-    if address.version == 6:
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address)
