@@ -21,6 +21,10 @@ so a test routes one tenant per fault and every fault can run side by side. Mode
 ``stream``          a valid searchset Bundle of ``?_count=N`` entries (fullUrls under this base),
                     chunked: the first ~256 KiB, a pause of ``--stream-pause`` seconds, then the rest
 ``stream-reset``    the same, but the connection is reset after the pause instead of finishing
+``redirect``        302 to another host
+``foreign-location`` ``ok``, with Location and Content-Location headers naming another host
+``outcome-404``     404 with an OperationOutcome that names this base's URLs
+``extra-types``     a Patient searchset that also carries an Observation and a Condition entry
 
 ``GET /_admin/requests`` lists what was asked (method, mode, path, query; never headers) and
 ``POST /_admin/requests/clear`` empties it, so tests can count requests, including retries.
@@ -56,6 +60,7 @@ STATUSES = (500, 502, 503, 504)
 BODIES = ("json", "html", "empty")
 MODES = ("ok", "delay", "reset-before", "reset-mid-body", "truncated-body", "truncated-json", "non-json", "huge",
          "huge-chunked", "drip-body", "drip-headers", "slow", "stream", "stream-reset",
+         "redirect", "foreign-location", "outcome-404", "extra-types",
          *(f"status-{code}-{body}" for code in STATUSES for body in BODIES))
 
 
@@ -126,7 +131,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, outcome("unknown mode"), FHIR_JSON)
             return
         self.server.log.record({"method": self.command, "mode": mode, "path": "/" + "/".join(segments[2:]),
-                                "query": parts.query, "body_bytes": len(body), "time": time.time()})
+                                "query": parts.query, "body_bytes": len(body), "time": time.time(),
+                                "body": body[:4096].decode("utf-8", "replace")})
         base = f"http://{self.headers.get('Host', '127.0.0.1')}/{mode}/fhir"
         self.closing = mode != "ok"
         handler = self._handler(mode)
@@ -179,6 +185,25 @@ class Handler(BaseHTTPRequestHandler):
         else:
             count = dict(parse_qsl(urlsplit(self.path).query)).get("_count", "2")
             self._send(200, bundle(base, int(count) if count.isdigit() else 2), FHIR_JSON)
+
+    def _mode_redirect(self, base: str, path: list[str]) -> None:
+        self._send(302, b"", None, {"Location": "https://elsewhere.example/fhir/Patient"})
+
+    def _mode_foreign_location(self, base: str, path: list[str]) -> None:
+        self._send(200, bundle(base), FHIR_JSON, {"Location": "https://elsewhere.example/fhir/Patient/p0",
+                                                  "Content-Location": f"{base}/Patient?page=2"})
+
+    def _mode_outcome_404(self, base: str, path: list[str]) -> None:
+        self._send(404, json.dumps({"resourceType": "OperationOutcome", "issue": [{
+            "severity": "error", "code": "not-found", "diagnostics": f"{base}/Patient/x",
+            "location": [f"{base}/Patient/x"]}]}).encode(), FHIR_JSON)
+
+    def _mode_extra_types(self, base: str, path: list[str]) -> None:
+        found = json.loads(bundle(base, 1))
+        found["entry"] += [{"fullUrl": f"{base}/Observation/o1", "resource": {"resourceType": "Observation",
+                                                                             "id": "o1", "status": "final"}},
+                           {"fullUrl": f"{base}/Condition/c1", "resource": {"resourceType": "Condition", "id": "c1"}}]
+        self._send(200, json.dumps(found).encode(), FHIR_JSON)
 
     def _mode_delay(self, base: str, path: list[str]) -> None:
         time.sleep(self.server.options.delay)

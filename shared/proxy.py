@@ -19,6 +19,7 @@ import asyncio
 import json
 import re
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,11 +33,14 @@ from shared.capability import CONTENT_TYPE
 from shared.clients import ClientRegistry
 from shared.errors import FhirError, StoreUnavailable, operation_outcome
 from shared.http import Request, Response
+from shared.jsonbody import InvalidJson, loads_strict
 from shared.policy import (
+    DEFAULT_RESOURCE_TYPES,
     MAX_BATCH_ENTRIES,
     Interaction,
     batch_entry_interaction,
     check_resource_type,
+    drop_disallowed_entries,
     interaction_for,
     stu3_sort,
 )
@@ -45,6 +49,7 @@ from shared.rewrite import StreamRewriter, rewrite_body, rewrite_url
 from shared.routes import TenantRegistry, TenantRoute
 from shared.settings import Settings
 from shared.token_service import AccessClaims, InvalidToken, TokenService
+from shared.upstream_answers import check_not_redirect, client_location, passthrough_bundle
 from shared.upstream_auth import UpstreamAuthenticator
 from shared.urls import Urls
 
@@ -53,6 +58,7 @@ _PASS_REQUEST = ("accept", "prefer", "if-none-match", "if-modified-since")
 _PASS_RESPONSE = ("etag", "last-modified")
 _FHIR_JSON = ("application/fhir+json", "application/json+fhir", "application/json")
 _PARSE_LIMIT = 16 * 1024 * 1024
+_RESOURCE_TYPE = re.compile(rb'"resourceType"\s*:\s*"([A-Za-z]+)"')
 _OBJECT = object()  # what a validated JSON object parses to in _is_json_object
 _STATUS_TEXT = {200: "200 OK", 304: "304 Not Modified", 400: "400 Bad Request", 401: "401 Unauthorized",
                 403: "403 Forbidden", 404: "404 Not Found", 405: "405 Method Not Allowed", 410: "410 Gone",
@@ -156,11 +162,13 @@ class FhirProxy:
         else:
             query = asked.query_string()
             method, data, url = "GET", None, url + (f"?{query}" if query else "")
-        upstream = await self._send(route, method, url, out, data, audit, authorization,
-                                    whole=bridged or not stream, limit=limit)
+        # A tenant with its own allow-list gets whole answers: entries of other types are filtered out
+        # of the Bundle, which needs all of it (docs/streaming.md, docs/security.md).
+        whole = bridged or not stream or route.resource_types is not None
+        upstream = await self._send(route, method, url, out, data, audit, authorization, whole=whole, limit=limit)
         if bridged:
             upstream = _bridge(upstream, version, asked, route, audit)
-        return _shape(upstream, route, version, urls)
+        return _shape(upstream, route, version, urls, audit)
 
     async def _send(self, route: TenantRoute, method: str, url: str, headers: dict[str, str], data: bytes | None,
                     audit: Audit, authorization: str | None, *, whole: bool, limit: int | None = None) -> Upstream:
@@ -189,7 +197,7 @@ class FhirProxy:
             raise FhirError(400, "invalid", f"a batch holds a list of at most {MAX_BATCH_ENTRIES} entries")
         audit.entries = len(entries)
         if route.batch_passthrough and route.fhir_version != "r4":  # R4 entries must be bridged one by one
-            return await self._batch_passthrough(bundle, entries, route, version, urls, audit, authorization)
+            return await self._batch_passthrough(entries, route, version, urls, audit, authorization)
 
         async def fetch(entry: object, budget: int) -> bytes:
             return await self._batch_entry(entry, req, route, version, urls, audit, authorization, budget)
@@ -217,28 +225,29 @@ class FhirProxy:
         head = b'{"response":' + json.dumps(result, separators=(",", ":")).encode()
         return head + (b',"resource":' + resource + b"}" if resource else b"}")
 
-    async def _batch_passthrough(self, bundle: dict, entries: list, route: TenantRoute, version: str, urls: Urls,
+    async def _batch_passthrough(self, entries: list, route: TenantRoute, version: str, urls: Urls,
                                  audit: Audit, authorization: str | None) -> Response:
         """For providers that run batches well: validate every entry, then send the Bundle the gateway
         validated (never the client's raw bytes) and stream the provider's batch-response."""
+        actions = []
         for entry in entries:
             action = batch_entry_interaction(entry)
             check_resource_type(action.resource_type, route.resource_types)
+            actions.append(_provider_action(route, version, action))
         headers = {"Content-Type": CONTENT_TYPE[version], "Accept": CONTENT_TYPE[version],
                    "X-Request-Id": audit.request_id}
-        body = json.dumps(bundle, separators=(",", ":")).encode()
-        upstream = await self._send(route, "POST", route.provider_base_url, headers, body, audit, authorization,
-                                    whole=False)
-        return _shape(upstream, route, version, urls)
+        upstream = await self._send(route, "POST", route.provider_base_url, headers, passthrough_bundle(actions),
+                                    audit, authorization, whole=route.resource_types is not None)
+        return _shape(upstream, route, version, urls, audit)
 
 
 # --- shaping the answer ---------------------------------------------------------------------------
 
-def _shape(upstream: Upstream, route: TenantRoute, version: str, urls: Urls) -> Response:
+def _shape(upstream: Upstream, route: TenantRoute, version: str, urls: Urls, audit: Audit) -> Response:
     """Status, headers and body for the client. Decided on the head alone: a streamed answer's
     status is committed here, before the rest of its body has arrived."""
     try:
-        response = _shape_head(upstream, route, version, urls)
+        response = _shape_head(upstream, route, version, urls, audit)
     except BaseException:
         upstream.close()
         raise
@@ -248,10 +257,11 @@ def _shape(upstream: Upstream, route: TenantRoute, version: str, urls: Urls) -> 
     return response
 
 
-def _shape_head(upstream: Upstream, route: TenantRoute, version: str, urls: Urls) -> Response | None:
+def _shape_head(upstream: Upstream, route: TenantRoute, version: str, urls: Urls, audit: Audit) -> Response | None:
     """The whole response where it is decided by the head; None where the body streams through."""
     gateway_base = urls.fhir_base(version)
     headers = _response_headers(upstream, route, gateway_base)
+    check_not_redirect(upstream.status)
     if upstream.status == 304:
         return Response(304, b"", headers)
     if upstream.status == 401:
@@ -259,11 +269,28 @@ def _shape_head(upstream: Upstream, route: TenantRoute, version: str, urls: Urls
     if not _looks_like_fhir_json(upstream):
         raise FhirError(502, "exception", f"the provider answered HTTP {upstream.status} without FHIR JSON")
     if upstream.status >= 400:
-        return _provider_error(upstream, version)
+        return _provider_error(upstream, version, route, gateway_base)
     if not upstream.complete:
         return None
     headers["Content-Type"] = CONTENT_TYPE[version]
-    return Response(upstream.status, rewrite_body(upstream.head, route.provider_base_url, gateway_base), headers)
+    body = _only_allowed_entries(upstream.head, route, audit)
+    return Response(upstream.status, rewrite_body(body, route.provider_base_url, gateway_base), headers)
+
+
+def _only_allowed_entries(body: bytes, route: TenantRoute, audit: Audit) -> bytes:
+    """Defence in depth behind the request checks: entries of types the tenant may not see leave a
+    whole Bundle. A scan of the type names decides whether the (rarely needed) parse is needed."""
+    permitted = set(route.resource_types or DEFAULT_RESOURCE_TYPES) | {"OperationOutcome", "Bundle"}
+    if all(name.decode() in permitted for name in _RESOURCE_TYPE.findall(body)):
+        return body
+    bundle = _loads(body)
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        return body
+    dropped = _drop_from_searchsets(bundle, route.resource_types)
+    if not dropped:
+        return body
+    audit.count_dropped({f"entry:{rtype}": count for rtype, count in dropped.items()})
+    return orjson.dumps(bundle)
 
 
 def _stream(upstream: Upstream, route: TenantRoute, version: str, urls: Urls) -> Response:
@@ -289,11 +316,25 @@ async def _rewritten(upstream: Upstream, rewriter: StreamRewriter) -> AsyncItera
         yield last
 
 
+def _drop_from_searchsets(bundle: dict, allowed: tuple[str, ...] | None) -> Counter[str]:
+    """A searchset loses its disallowed entries; a batch-response, those of each searchset it carries."""
+    if bundle.get("type") == "searchset":
+        return drop_disallowed_entries(bundle, allowed)
+    dropped: Counter[str] = Counter()
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+            dropped += _drop_from_searchsets(resource, allowed)
+    return dropped
+
+
 def _response_headers(upstream: Upstream, route: TenantRoute, gateway_base: str) -> dict[str, str]:
     headers = {k.title(): v for k, v in upstream.headers.items() if k in _PASS_RESPONSE}
     for name in ("location", "content-location"):
-        if name in upstream.headers:
-            headers[name.title()] = rewrite_url(upstream.headers[name], route.provider_base_url, gateway_base)
+        value = client_location(upstream.headers.get(name), route.provider_base_url,
+                                lambda url: rewrite_url(url, route.provider_base_url, gateway_base))
+        if value:
+            headers[name.title()] = value
     return headers
 
 
@@ -324,12 +365,14 @@ def _object_marker(pairs: list) -> object:
     return _OBJECT
 
 
-def _provider_error(upstream: Upstream, version: str) -> Response:
-    """Provider 4xx pass through; 5xx become 502. An OperationOutcome body is kept, anything else replaced."""
+def _provider_error(upstream: Upstream, version: str, route: TenantRoute, gateway_base: str) -> Response:
+    """Provider 4xx pass through; 5xx become 502. An OperationOutcome body is kept (its provider URLs
+    rewritten like any other), anything else replaced."""
     status = upstream.status if upstream.status < 500 else 502
     parsed = _loads(upstream.head) if upstream.complete else None
     if isinstance(parsed, dict) and parsed.get("resourceType") == "OperationOutcome":
-        return Response(status, upstream.head, {"Content-Type": CONTENT_TYPE[version]})
+        body = rewrite_body(upstream.head, route.provider_base_url, gateway_base)
+        return Response(status, body, {"Content-Type": CONTENT_TYPE[version]})
     return Response.json(status, operation_outcome("exception", f"the provider answered HTTP {upstream.status}"),
                          CONTENT_TYPE[version])
 
@@ -383,9 +426,9 @@ def _provider_action(route: TenantRoute, version: str, action: Interaction) -> I
 
 def _parse_bundle(body: bytes) -> dict:
     try:
-        bundle = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FhirError(400, "structure", "the body is not valid JSON") from exc
+        bundle = loads_strict(body)
+    except InvalidJson as exc:
+        raise FhirError(400, "structure", f"the body is not valid JSON: {exc}") from exc
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise FhirError(400, "structure", "POST to the base URL needs a Bundle of type batch")
     if bundle.get("type") == "transaction":
