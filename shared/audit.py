@@ -7,12 +7,13 @@ A streamed answer is audited when its last byte is sent, or when it is cut off (
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+
+import orjson
 
 audit_log = logging.getLogger("gateway.audit")
 
@@ -49,7 +50,7 @@ class Audit:
             record["entries"] = self.entries
         if self.dropped:
             record["dropped"] = dict(self.dropped)
-        audit_log.info(json.dumps(record, separators=(",", ":")))
+        audit_log.info(orjson.dumps(record).decode())
 
     async def tracked(self, stream: AsyncIterator[bytes], status: int) -> AsyncIterator[bytes]:
         """Pass a streamed body through, then write the line with the bytes actually sent."""
