@@ -381,7 +381,8 @@ def test_request_client_is_the_socket_peer_even_with_a_forged_x_forwarded_for(ho
         connection.close()
     assert data["client"] == peer
     assert data["url"] == host.url("/api/echo")  # neither scheme nor host taken from the forged headers
-    assert data["headers"]["x-forwarded-for"] == "203.0.113.7"  # passed on, as Azure's front end does
+    # passed on with the socket peer appended, as Azure's front end does (the trusted, right-most hop)
+    assert data["headers"]["x-forwarded-for"] == f"203.0.113.7, {peer[0]}:{peer[1]}"
 
 
 # --- body size -------------------------------------------------------------------------------------
