@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shared.errors import NotFound, ProblemError
+from shared.offloop import may_block
 from shared.stores import EntityTable, SecretRecord, SecretStore
 
 _VERIFIER_KEY = b"fhir-gateway/client-secret-verifier/v1"
@@ -116,6 +117,7 @@ class _TtlCache:
         hit, value = self.get(key)
         if hit:
             return value
+        may_block()  # a store read, or a wait for another thread's
         with self._loading[hash(key) % _LOAD_STRIPES]:
             hit, value = self.get(key)
             if not hit:

@@ -34,6 +34,7 @@ from shared.clients import ClientRegistry
 from shared.errors import FhirError, StoreUnavailable, operation_outcome
 from shared.http import Request, Response
 from shared.jsonbody import InvalidJson, loads_strict
+from shared.offloop import inline_or_thread
 from shared.policy import (
     DEFAULT_RESOURCE_TYPES,
     MAX_BATCH_ENTRIES,
@@ -99,7 +100,7 @@ class FhirProxy:
     async def _handle(self, req: Request, version: str, path: str, urls: Urls, audit: Audit) -> Response:
         if len(req.body) > self._settings.max_request_body_bytes:
             raise FhirError(413, "too-costly", "request body too large")
-        claims, route, authorization = await asyncio.to_thread(self._who_and_where, req, version, urls)
+        claims, route, authorization = await inline_or_thread(self._who_and_where, req, version, urls)
         audit.client_id, audit.tenant_id = claims.client_id, claims.tenant_id
         if req.method.upper() == "POST" and not path.strip("/"):
             audit.interaction = "batch"
@@ -115,7 +116,8 @@ class FhirProxy:
         check_resource_type(action.resource_type, route.resource_types)
         return await self._exchange(route, version, action, req.headers, urls, audit, authorization, stream=True)
 
-    # --- who and where (blocking on a cache miss: Table Storage, Key Vault, the provider's IdP) ----
+    # --- who and where: in-memory almost always; a cache miss blocks (Table Storage, Key Vault, the
+    # provider's IdP), and then the step runs on a thread (shared/offloop.py) ---------------------
 
     def _who_and_where(self, req: Request, version: str, urls: Urls) -> tuple[AccessClaims, TenantRoute, str | None]:
         claims = self._authenticate(req, urls)

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from shared.errors import NotFound
+from shared.offloop import may_block
 from shared.stores import SecretStore
 
 ALGORITHM = "ES256"
@@ -109,6 +110,7 @@ class KeyRing:
 
     def _fresh(self) -> list[SigningKey]:
         if self._clock() - self._loaded_at >= self._ttl:
+            may_block()  # a vault read, or a wait for another thread's
             with self._lock:
                 if self._clock() - self._loaded_at >= self._ttl:
                     self._load()
@@ -184,6 +186,7 @@ class KeyRing:
         """Look a kid up; an unknown kid refreshes from the vault at most every few seconds (no DoS lever)."""
         match = next((k for k in self.verification_keys() if k.kid == kid), None)
         if match is None and self._clock() - self._last_unknown_refresh >= UNKNOWN_KID_REFRESH_INTERVAL:
+            may_block()
             with self._lock:
                 self._last_unknown_refresh = self._clock()
                 self._load()

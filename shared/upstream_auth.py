@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from shared.errors import FhirError, NotFound, ProblemError
+from shared.offloop import may_block
 from shared.outbound import BadUrl, OutboundPolicy, current_policy, normalise_url
 from shared.stores import SecretStore
 
@@ -355,6 +356,7 @@ class UpstreamAuthenticator:
         fingerprint = json.dumps(resolved, sort_keys=True)
         entry = self._fresh_entry(tenant_id, fingerprint)
         if entry is None:
+            may_block()  # a fetch, or a wait for another request's fetch
             with self._tenant_lock(tenant_id):
                 entry = self._fresh_entry(tenant_id, fingerprint) or self._refresh(
                     tenant_id, fingerprint, resolved

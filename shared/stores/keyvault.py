@@ -25,6 +25,7 @@ from azure.core.pipeline.policies import RetryPolicy
 from azure.keyvault.secrets import KeyVaultSecret, SecretClient, SecretProperties
 
 from shared.errors import AlreadyExists, NotFound, StoreUnavailable
+from shared.offloop import may_block
 from shared.stores import SecretRecord
 from shared.stores.backoff import Backoff, retry_after
 
@@ -79,6 +80,7 @@ class KeyVaultSecretStore:
         return cls(SecretClient(vault_url=vault_url, credential=credential, **options))
 
     def _call(self, fn: Callable[[SecretClient], T]) -> T:
+        may_block()  # network I/O: never on the event loop (shared/offloop.py)
         self._backoff.check()  # while the vault is down or throttling us: fail fast, do not call it
         try:
             with _translated():

@@ -24,6 +24,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared.errors import AlreadyExists, NotFound, PreconditionFailed, StoreUnavailable
+from shared.offloop import may_block
 from shared.stores import Entity
 from shared.stores.backoff import Backoff, retry_after
 
@@ -82,6 +83,7 @@ class AzureTable:
         return self._client
 
     def _call(self, fn: Callable[[TableClient], T]) -> T:
+        may_block()  # network I/O: never on the event loop (shared/offloop.py)
         self._backoff.check()  # while the service is down or throttling us: fail fast, do not call it
         try:
             table = self._table()
