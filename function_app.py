@@ -18,7 +18,7 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from shared import handlers
+from shared import handlers, requestid
 from shared.http import Headers
 from shared.http import Request as PlainRequest
 from shared.http import Response as PlainResponse
@@ -36,14 +36,16 @@ async def serve(handler: Handler, req: Request, *route_keys: str) -> Response:
     Storage, so they run on the thread pool and never stall the loop."""
     plain = PlainRequest(req.method, str(req.url), Headers(req.headers), dict(req.query_params),
                          dict(req.path_params), await _body(req))
+    request_id = requestid.begin(plain.headers).request_id
     args = (plain, *(plain.route_params.get(k, "") for k in route_keys))
     if inspect.iscoroutinefunction(handler):
         result = await handler(*args)
     else:
         result = await run_in_threadpool(handler, *args)
+    headers = {**result.headers, "X-Request-Id": request_id}
     if result.stream is not None:
-        return StreamingResponse(result.stream, status_code=result.status, headers=result.headers)
-    return Response(result.body, status_code=result.status, headers=result.headers)
+        return StreamingResponse(result.stream, status_code=result.status, headers=headers)
+    return Response(result.body, status_code=result.status, headers=headers)
 
 
 async def _body(req: Request) -> bytes:

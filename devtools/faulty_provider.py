@@ -26,7 +26,7 @@ so a test routes one tenant per fault and every fault can run side by side. Mode
 ``outcome-404``     404 with an OperationOutcome that names this base's URLs
 ``extra-types``     a Patient searchset that also carries an Observation and a Condition entry
 
-``GET /_admin/requests`` lists what was asked (method, mode, path, query; never headers) and
+``GET /_admin/requests`` lists what was asked (method, mode, path, query, body, trace headers; never credentials)
 ``POST /_admin/requests/clear`` empties it, so tests can count requests, including retries.
 
 Command line: ``python -m devtools.faulty_provider [--port 0] [--ready-file F]``; once listening it
@@ -132,7 +132,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.server.log.record({"method": self.command, "mode": mode, "path": "/" + "/".join(segments[2:]),
                                 "query": parts.query, "body_bytes": len(body), "time": time.time(),
-                                "body": body[:4096].decode("utf-8", "replace")})
+                                "body": body[:4096].decode("utf-8", "replace"),
+                                "traceparent": self.headers.get("traceparent"),
+                                "x_request_id": self.headers.get("X-Request-Id")})
         base = f"http://{self.headers.get('Host', '127.0.0.1')}/{mode}/fhir"
         self.closing = mode != "ok"
         handler = self._handler(mode)

@@ -35,8 +35,12 @@ def outcome_entry(status: str, code: str, diagnostics: str) -> bytes:
                       separators=(",", ":")).encode()
 
 
-_LATE = outcome_entry("504 Gateway Timeout", "timeout", "the batch's deadline passed before this entry was answered")
-_TOO_LARGE = outcome_entry("502 Bad Gateway", "too-costly", "the batch-response would exceed the gateway's size limit")
+def _late() -> bytes:
+    return outcome_entry("504 Gateway Timeout", "timeout", "the batch's deadline passed before this entry was answered")
+
+
+def _too_large() -> bytes:
+    return outcome_entry("502 Bad Gateway", "too-costly", "the batch-response would exceed the gateway's size limit")
 
 
 class BatchRunner:
@@ -74,7 +78,7 @@ class BatchRunner:
                 body = await _answer(slot, deadline)
                 window.release()
                 if len(body) > remaining[0]:
-                    body = _TOO_LARGE
+                    body = _too_large()
                 remaining[0] -= len(body)
                 yield (b"," if index else b"") + body
             yield TAIL
@@ -95,4 +99,4 @@ async def _answer(slot: asyncio.Future[asyncio.Task[bytes]], deadline: float) ->
     except TimeoutError:
         if slot.done():
             slot.result().cancel()
-        return _LATE
+        return _late()

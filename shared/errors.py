@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping
 
 from shared.http import Response
+from shared.requestid import current_id
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -38,6 +39,10 @@ class FhirError(GatewayError):
 
 
 def operation_outcome(code: str, diagnostics: str, severity: str = "error") -> dict:
+    """The gateway's own OperationOutcome; its diagnostics name the request id an operator searches for."""
+    request_id = current_id()
+    if request_id:
+        diagnostics = f"{diagnostics} (request id {request_id})"
     return {
         "resourceType": "OperationOutcome",
         "issue": [{"severity": severity, "code": code, "diagnostics": diagnostics}],
@@ -69,6 +74,9 @@ class ProblemError(GatewayError):
         body: dict = {"type": "about:blank", "title": self.title, "status": self.status, "detail": self.detail}
         if self.field:
             body["errors"] = [{"field": self.field, "detail": self.detail}]
+        request_id = current_id()
+        if request_id:
+            body["request_id"] = request_id  # an RFC 9457 extension member
         return Response.json(self.status, body, "application/problem+json", NO_STORE)
 
 

@@ -46,6 +46,7 @@ from shared.policy import (
     stu3_sort,
 )
 from shared.provider_client import ProviderClient, Upstream
+from shared.requestid import begin, current
 from shared.rewrite import StreamRewriter, rewrite_body, rewrite_url
 from shared.routes import TenantRegistry, TenantRoute
 from shared.settings import Settings
@@ -54,7 +55,6 @@ from shared.upstream_answers import check_not_redirect, client_location, passthr
 from shared.upstream_auth import UpstreamAuthenticator
 from shared.urls import Urls
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 _PASS_REQUEST = ("accept", "prefer", "if-none-match", "if-modified-since")
 _PASS_RESPONSE = ("etag", "last-modified")
 _FHIR_JSON = ("application/fhir+json", "application/json+fhir", "application/json")
@@ -81,7 +81,8 @@ class FhirProxy:
     # --- entry point ----------------------------------------------------------------------------
 
     async def handle(self, req: Request, version: str, path: str, urls: Urls) -> Response:
-        audit = Audit(_request_id(req.headers.get("x-request-id")))
+        context = current() or begin(req.headers)
+        audit = Audit(context.request_id)
         try:
             response = await self._handle(req, version, path, urls, audit)
         except FhirError as exc:
@@ -159,6 +160,7 @@ class FhirProxy:
         out = {name: headers.get(name) for name in _PASS_REQUEST if headers.get(name)}
         out["Accept"] = _accept(headers.get("accept"), route.fhir_version)
         out["X-Request-Id"] = audit.request_id
+        out["traceparent"] = _traceparent()
         if asked.kind == "search-post":
             method, data = "POST", asked.query_string().encode()
             out["Content-Type"] = "application/x-www-form-urlencoded"
@@ -238,7 +240,7 @@ class FhirProxy:
             check_resource_type(action.resource_type, route.resource_types)
             actions.append(_provider_action(route, version, action))
         headers = {"Content-Type": CONTENT_TYPE[version], "Accept": CONTENT_TYPE[version],
-                   "X-Request-Id": audit.request_id}
+                   "X-Request-Id": audit.request_id, "traceparent": _traceparent()}
         upstream = await self._send(route, "POST", route.provider_base_url, headers, passthrough_bundle(actions),
                                     audit, authorization, whole=route.resource_types is not None)
         return _shape(upstream, route, version, urls, audit)
@@ -404,8 +406,10 @@ def _bridge(upstream: Upstream, version: str, asked: Interaction, route: TenantR
 
 # --- small helpers ----------------------------------------------------------------------------------
 
-def _request_id(incoming: str | None) -> str:
-    return incoming if incoming and _REQUEST_ID.match(incoming) else secrets.token_hex(16)
+def _traceparent() -> str:
+    """W3C Trace Context for the provider: this request's trace, a new span (shared/requestid.py)."""
+    context = current()
+    return context.upstream_traceparent() if context else f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
 def _unauthorized(reason: str) -> FhirError:
