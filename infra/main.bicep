@@ -91,6 +91,9 @@ param clientsTableName string = 'clients'
 @description('GATEWAY_INVITATIONS_TABLE: table of client registration invitations.')
 param invitationsTableName string = 'invitations'
 
+@description('GATEWAY_LIMITS_TABLE: table of rate-limit counts shared by every instance.')
+param limitsTableName string = 'ratelimits'
+
 @description('TOKEN_LIFETIME_SECONDS: lifetime of the access tokens the gateway issues.')
 @minValue(0)
 param tokenLifetimeSeconds int = 3600
@@ -218,6 +221,7 @@ module storage 'modules/storage.bicep' = {
     tenantsTableName: tenantsTableName
     clientsTableName: clientsTableName
     invitationsTableName: invitationsTableName
+    limitsTableName: limitsTableName
   }
 }
 
@@ -250,6 +254,7 @@ var gatewayAppSettings = {
   GATEWAY_TENANTS_TABLE: tenantsTableName
   GATEWAY_CLIENTS_TABLE: clientsTableName
   GATEWAY_INVITATIONS_TABLE: invitationsTableName
+  GATEWAY_LIMITS_TABLE: limitsTableName
   KEY_VAULT_URL: keyVault.outputs.vaultUri
   TOKEN_LIFETIME_SECONDS: string(tokenLifetimeSeconds)
   SECRET_CACHE_TTL_SECONDS: string(secretCacheTtlSeconds)

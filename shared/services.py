@@ -7,9 +7,11 @@ put Key Vault and Table Storage calls (and TLS handshakes) on every request's pa
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from shared.aggregate_limits import SharedCounts
 from shared.clients import ClientRegistry
 from shared.invitations import InvitationRegistry
 from shared.portal.limits import PortalLimits
@@ -62,10 +64,17 @@ def build_services(settings: Settings) -> Services:
     clients = ClientRegistry(client_table, client_table.sibling("secrets"), client_table.sibling("meta"), secrets,
                              settings.secret_cache_ttl_seconds)
     tenants = TenantRegistry(tenant_table, settings.route_cache_ttl_seconds)
+    limits_table = AzureTable.connect(settings.limits_table, **tables)
+
+    def shared(window: int) -> Callable[[str, int], SharedCounts]:
+        """Failure and attempt counts every instance shares (issue #14), in the limits table."""
+        return lambda name, limit: SharedCounts(name, limit, window, limits_table.sibling)
+
     throttle = ClientAuthThrottle(settings.token_failures_per_client_and_source, settings.token_failures_per_source,
                                   settings.token_failures_per_client, settings.token_failure_window_seconds,
                                   good_for_seconds=max(settings.token_lifetime_seconds,
-                                                       settings.token_failure_window_seconds))
+                                                       settings.token_failure_window_seconds),
+                                  shared=shared(settings.token_failure_window_seconds))
     tokens = TokenService(keys, clients, tenants, settings.token_lifetime_seconds, throttle=throttle)
     upstream = UpstreamAuthenticator(
         secrets, timeout=(settings.upstream_connect_timeout_seconds, settings.upstream_read_timeout_seconds),
@@ -74,7 +83,8 @@ def build_services(settings: Settings) -> Services:
     invitations = InvitationRegistry(AzureTable.connect(settings.invitations_table, **tables))
     sessions = SessionSigner(secrets)  # portal sessions: an HMAC key in Key Vault, created on first use
     return Services(settings, secrets, tenant_table, client_table, keys, clients, tenants, tokens, proxy,
-                    invitations, sessions, PortalLimits.from_settings(settings))
+                    invitations, sessions,
+                    PortalLimits.from_settings(settings, shared(settings.portal_attempt_window_seconds)))
 
 
 @lru_cache(maxsize=1)

@@ -37,6 +37,7 @@ class Settings:
     tenants_table: str
     clients_table: str
     invitations_table: str
+    limits_table: str
     key_vault_url: str | None
     key_vault_ca_bundle: str | None
     token_lifetime_seconds: int
@@ -67,6 +68,7 @@ class Settings:
             tenants_table=_str("GATEWAY_TENANTS_TABLE") or "tenants",
             clients_table=_str("GATEWAY_CLIENTS_TABLE") or "clients",
             invitations_table=_str("GATEWAY_INVITATIONS_TABLE") or "invitations",
+            limits_table=_str("GATEWAY_LIMITS_TABLE") or "ratelimits",
             key_vault_url=_str("KEY_VAULT_URL"),
             key_vault_ca_bundle=_str("KEY_VAULT_CA_BUNDLE"),
             token_lifetime_seconds=_int("TOKEN_LIFETIME_SECONDS", 3600),

@@ -1,6 +1,6 @@
 // Storage for the Functions host (keys, locks, diagnostic events), the deployment package
 // container and the gateway's tables (tenants = tenant routes, clients = client registry,
-// invitations = registration invitations).
+// invitations = registration invitations, ratelimits = failure counts shared by every instance).
 // Reached only with Microsoft Entra ID (managed identity): shared keys are switched off, so no
 // connection string or SAS for this account can exist anywhere.
 
@@ -33,6 +33,9 @@ param clientsTableName string
 
 @description('Table that holds registration invitations (GATEWAY_INVITATIONS_TABLE).')
 param invitationsTableName string
+
+@description('Table that holds rate-limit counts shared by every instance (GATEWAY_LIMITS_TABLE).')
+param limitsTableName string
 
 @description('Days a deleted blob or container can be restored.')
 @minValue(1)
@@ -129,6 +132,11 @@ resource clientsTable 'Microsoft.Storage/storageAccounts/tableServices/tables@20
 resource invitationsTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
   parent: tableService
   name: invitationsTableName
+}
+
+resource limitsTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: limitsTableName
 }
 
 output name string = storage.name

@@ -65,6 +65,7 @@ class AzureTable:
         self._client: TableClient | None = None
         self._lock = threading.Lock()
         self._backoff = Backoff("table-storage")
+        self._root = self  # siblings share one SDK client, one creation and one backoff gate
 
     @classmethod
     def connect(cls, name: str, *, connection_string: str | None = None, endpoint: str | None = None,
@@ -79,23 +80,27 @@ class AzureTable:
 
     def sibling(self, partition: str) -> AzureTable:
         """The same table and SDK client, another partition (e.g. client secrets beside client rows)."""
-        return AzureTable(self._service, self._name, partition)
+        twin = AzureTable(self._service, self._name, partition)
+        twin._root = self._root
+        return twin
 
     def _table(self) -> TableClient:
-        if self._client is None:
-            with self._lock, _translated():
-                if self._client is None:
-                    self._client = self._service.create_table_if_not_exists(self._name)
-        return self._client
+        root = self._root
+        if root._client is None:
+            with root._lock, _translated():
+                if root._client is None:
+                    root._client = self._service.create_table_if_not_exists(self._name)
+        return root._client
 
     def _call(self, fn: Callable[[TableClient], T]) -> T:
-        self._backoff.check()  # while the service is down or throttling us: fail fast, do not call it
+        backoff = self._root._backoff
+        backoff.check()  # while the service is down or throttling us: fail fast, do not call it
         try:
             table = self._table()
             with _translated():
                 return fn(table)
         except StoreUnavailable as exc:
-            self._backoff.failed(exc)
+            backoff.failed(exc)
             raise
 
     def get(self, key: str) -> Entity:
