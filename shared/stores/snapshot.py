@@ -9,6 +9,12 @@ a deleted secret) is seen by every instance within the TTL.
 Deletions are invisible to a delta query, so the registries never delete rows that a snapshot
 serves: they replace them with a tombstone (`deleted: true`), which the snapshot drops.
 
+A key the snapshot lacks is read on its own (once per TTL per key, the answer remembered, absent
+included): a record created on another instance a moment ago (a new secret, client or tenant) must
+work at once everywhere, as it did when every read was a point read. A made-up key therefore costs
+one read per TTL; at the token endpoint such a key is a failed attempt, which the failure limits
+bound and which pays for its counting anyway.
+
 Staleness is bounded, never traded for availability: a snapshot older than its TTL is not used;
 the refresh's failure propagates (the caller fails closed with 503), exactly like the per-item TTL
 caches this replaces. Refreshes are single-flight: concurrent callers at expiry wait for one query.
@@ -22,12 +28,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
+from shared.errors import NotFound
 from shared.stores import Entity, EntityTable
 
 # How far back each delta query reaches before the newest timestamp seen: a write committed with a
 # slightly older timestamp than one already seen (in flight when the previous query ran) is not lost.
 DELTA_MARGIN = timedelta(seconds=10)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MISS_STRIPES = 64
+_MISSES_MAX = 100_000
 TOMBSTONE = "deleted"
 T = TypeVar("T")
 
@@ -48,10 +57,34 @@ class TableSnapshot(Generic[T]):
         self._refreshed_at = float("-inf")
         self._loaded = False
         self._lock = threading.Lock()
+        self._misses: dict[str, tuple[float, T | None]] = {}
+        self._miss_locks = [threading.Lock() for _ in range(_MISS_STRIPES)]
         self.queries = 0  # store round trips made (full pages count as one; the scale model reads this)
 
     def get(self, key: str) -> T | None:
-        return self._fresh().get(key)
+        """From the snapshot; else from this key's own read, remembered for the TTL."""
+        hit = self._fresh().get(key)
+        if hit is not None:
+            return hit
+        miss = self._misses.get(key)
+        if miss is not None and self._clock() - miss[0] < self._ttl:
+            return miss[1]
+        with self._miss_locks[hash(key) % _MISS_STRIPES]:  # single flight per key
+            miss = self._misses.get(key)
+            if miss is None or self._clock() - miss[0] >= self._ttl:
+                started = self._clock()
+                try:
+                    entity = self._table.get(key)
+                    value = None if is_tombstone(entity) else self._parse(entity)
+                except NotFound:
+                    value = None
+                self.queries += 1
+                miss = (started, value)
+                with self._lock:
+                    if len(self._misses) >= _MISSES_MAX:
+                        self._misses.clear()  # bounded; forgetting only costs a re-read
+                    self._misses[key] = miss
+            return miss[1]
 
     def values(self) -> list[T]:
         return list(self._fresh().values())
@@ -88,3 +121,4 @@ class TableSnapshot(Generic[T]):
         """Refresh on next use: this instance just wrote, and must see its own write at once."""
         with self._lock:
             self._refreshed_at = float("-inf")
+            self._misses.clear()
