@@ -10,7 +10,7 @@ once, at creation, and never stored.
 
 Why not one Key Vault secret per client secret (the previous design): each instance read each
 verifier once per TTL, so vault load grew with instances x clients (issue #14). Now each instance
-holds both partitions as snapshots refreshed by one delta query per TTL (`shared/stores/snapshot.py`)
+holds both partitions as snapshots refreshed by one change-log query per TTL (`shared/stores/snapshot.py`)
 and reads the pepper once per TTL: the token endpoint's hot path makes no store call at all.
 
 Existing clients migrate without downtime and without a migration step: a client row without the
@@ -229,13 +229,16 @@ def _unb64(text: str) -> bytes | None:
 
 
 class ClientRegistry:
-    def __init__(self, table: EntityTable, secret_rows: EntityTable, meta: EntityTable, store: SecretStore,
-                 cache_ttl: int, clock: Callable[[], float] = time.time) -> None:
-        """`table`: client rows; `secret_rows`: verifier rows (same table, `secrets` partition);
-        `meta`: the row naming the current pepper; `store`: Key Vault (peppers, legacy verifiers)."""
-        self._table, self._rows, self._meta, self._store, self._clock = table, secret_rows, meta, store, clock
-        self._clients: TableSnapshot[Client] = TableSnapshot(table, cache_ttl, _client)
-        self._secrets: TableSnapshot[VerifierRow] = TableSnapshot(secret_rows, cache_ttl, VerifierRow.from_entity)
+    def __init__(self, partition: Callable[[str], EntityTable], store: SecretStore, cache_ttl: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        """`partition(name)`: the client table's partitions: `p` client rows, `secrets` verifier rows,
+        `meta` the row naming the current pepper, and each snapshot's change log; `store`: Key
+        Vault (peppers, legacy verifiers)."""
+        self._table, self._rows, self._meta = partition("p"), partition("secrets"), partition("meta")
+        self._store, self._clock = store, clock
+        self._clients: TableSnapshot[Client] = TableSnapshot(self._table, partition("p-changes"), cache_ttl, _client)
+        self._secrets: TableSnapshot[VerifierRow] = TableSnapshot(self._rows, partition("secrets-changes"),
+                                                                  cache_ttl, VerifierRow.from_entity)
         self._peppers = PepperRing(store, cache_ttl)
         self._legacy = _TtlCache(cache_ttl, clock)
 
@@ -248,7 +251,7 @@ class ClientRegistry:
         client = Client(str(uuid.uuid4()), name, "active", _iso(self._now()) or "")
         self._table.insert(client.client_id, {"name": name, "status": "active", "created": client.created,
                                               "verifiers": MIGRATED})
-        self._clients.expire()
+        self._clients.changed(client.client_id)
         secret, info = self.add_secret(client.client_id, expires_on)
         return client, secret, info
 
@@ -266,7 +269,7 @@ class ClientRegistry:
     def disable(self, client_id: str) -> Client:
         entity = self._entity(client_id)
         self._table.replace(client_id, {**entity.data, "status": "disabled"})
-        self._clients.expire()
+        self._clients.changed(client_id)
         return self.get(client_id)
 
     def _pepper_id(self) -> str:
@@ -298,7 +301,7 @@ class ClientRegistry:
         row = self._peppered_row(client_id, secret_id, secret, secret[17:20], _iso(self._now()) or "",
                                  _iso(expires_on))
         self._rows.insert(_row_key(client_id, secret_id), row.to_entity())
-        self._secrets.expire()
+        self._secrets.changed(_row_key(client_id, secret_id))
         return secret, row.info()
 
     def _peppered_row(self, client_id: str, secret_id: str, secret: str, hint: str, created: str,
@@ -354,7 +357,7 @@ class ClientRegistry:
         # A tombstone, not a delete: every instance's delta query must see the secret go.
         self._rows.replace(_row_key(client_id, secret_id), {TOMBSTONE: True, "client_id": client_id,
                                                             "secret_id": secret_id})
-        self._secrets.expire()
+        self._secrets.changed(_row_key(client_id, secret_id))
 
     # --- authentication (token endpoint hot path) ---------------------------------------------
 
@@ -395,6 +398,7 @@ class ClientRegistry:
         except AlreadyExists:  # another instance copied it first, or it was deleted: the row decides
             existing = self._rows.get(_row_key(client_id, secret_id))
             return None if existing.data.get(TOMBSTONE) else VerifierRow.from_entity(existing)
+        self._secrets.changed(_row_key(client_id, secret_id))
         return row
 
     def _read_legacy(self, name: str) -> SecretRecord | None:

@@ -3,8 +3,9 @@
 One Table Storage row per tenant. Lists and objects are JSON-encoded into single properties so
 every change is one atomic entity replace guarded by its ETag: a reader never sees half a route.
 The proxy and the token endpoint read routes from a per-instance snapshot of the whole table
-(`shared/stores/snapshot.py`): one delta query per TTL, whatever the number of tenants, instead of
-one read per tenant per TTL. A removed tenant is therefore a tombstone row, not a missing one.
+(`shared/stores/snapshot.py`): one change-log query per TTL, whatever the number of tenants,
+instead of one read per tenant per TTL. A removed tenant is therefore a tombstone row, not a
+missing one, and every write is logged.
 """
 
 from __future__ import annotations
@@ -149,9 +150,11 @@ def parse_route(tenant_id: str, body: object, now: str, created: str | None = No
 
 
 class TenantRegistry:
-    def __init__(self, table: EntityTable, cache_ttl: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, table: EntityTable, log: EntityTable, cache_ttl: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        """`log`: the change-log partition beside the routes (shared/stores/snapshot.py)."""
         self._table, self._clock = table, clock
-        self._snapshot: TableSnapshot[TenantRoute] = TableSnapshot(table, cache_ttl, TenantRoute.from_entity)
+        self._snapshot: TableSnapshot[TenantRoute] = TableSnapshot(table, log, cache_ttl, TenantRoute.from_entity)
 
     def _now(self) -> str:
         return datetime.fromtimestamp(self._clock(), UTC).isoformat(timespec="seconds")
@@ -196,7 +199,7 @@ class TenantRegistry:
             entity = self._table.replace(route.tenant_id, route.to_entity(), etag=if_match)
         else:
             entity = self._table.replace(route.tenant_id, route.to_entity())
-        self._snapshot.expire()  # this instance sees its own change at once; the others within the TTL
+        self._snapshot.changed(route.tenant_id)  # this instance sees it at once; the others within the TTL
         return route, entity.etag, existing is None
 
     def disable(self, tenant_id: str, if_match: str | None = None) -> tuple[TenantRoute, str | None]:
@@ -210,7 +213,7 @@ class TenantRegistry:
         the removal; a deleted row would stay in their snapshots forever."""
         _, etag = self.get(tenant_id)
         self._table.replace(tenant_id.lower(), {TOMBSTONE: True, "updated": self._now()}, etag=if_match or etag)
-        self._snapshot.expire()
+        self._snapshot.changed(tenant_id.lower())
 
     def resolve(self, tenant_id: str) -> TenantRoute | None:
         """The route for traffic, from the snapshot (changes reach every instance within the TTL)."""

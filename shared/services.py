@@ -61,9 +61,8 @@ def build_services(settings: Settings) -> Services:
     tenant_table = AzureTable.connect(settings.tenants_table, **tables)
     client_table = AzureTable.connect(settings.clients_table, **tables)
     keys = KeyRing(secrets, settings.token_lifetime_seconds, settings.signing_key_cache_ttl_seconds)
-    clients = ClientRegistry(client_table, client_table.sibling("secrets"), client_table.sibling("meta"), secrets,
-                             settings.secret_cache_ttl_seconds)
-    tenants = TenantRegistry(tenant_table, settings.route_cache_ttl_seconds)
+    clients = ClientRegistry(client_table.sibling, secrets, settings.secret_cache_ttl_seconds)
+    tenants = TenantRegistry(tenant_table, tenant_table.sibling("changes"), settings.route_cache_ttl_seconds)
     limits_table = AzureTable.connect(settings.limits_table, **tables)
 
     def shared(window: int) -> Callable[[str, int], SharedCounts]:

@@ -62,7 +62,6 @@ class Entity:
     key: str
     data: dict[str, Any]
     etag: str | None = None
-    timestamp: datetime | None = None  # the store's own last-modified time (delta snapshots key on it)
 
 
 class EntityTable(Protocol):
@@ -75,8 +74,8 @@ class EntityTable(Protocol):
     def list_prefix(self, prefix: str) -> list[Entity]:
         """Entities whose key starts with `prefix` (non-empty)."""
 
-    def changed_since(self, since: datetime) -> list[Entity]:
-        """Entities whose store timestamp is at or after `since` (a delta query: one request, few rows)."""
+    def list_from(self, lowest: str) -> list[Entity]:
+        """Entities whose key is `lowest` or sorts after it (a key-range query: a seek, not a scan)."""
 
     def insert(self, key: str, data: dict[str, Any]) -> Entity:
         """Create only; raises AlreadyExists."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any, TypeVar
 
 from azure.core import MatchConditions
@@ -117,9 +116,9 @@ class AzureTable:
             "PartitionKey eq @p and RowKey ge @lo and RowKey lt @hi",
             parameters={"p": self._partition, "lo": prefix, "hi": upper})])
 
-    def changed_since(self, since: datetime) -> list[Entity]:
+    def list_from(self, lowest: str) -> list[Entity]:
         return self._call(lambda t: [_entity(e) for e in t.query_entities(
-            "PartitionKey eq @p and Timestamp ge @since", parameters={"p": self._partition, "since": since})])
+            "PartitionKey eq @p and RowKey ge @lo", parameters={"p": self._partition, "lo": lowest})])
 
     def insert(self, key: str, data: dict[str, Any]) -> Entity:
         meta = self._call(lambda t: t.create_entity(self._row(key, data)))
@@ -150,4 +149,4 @@ class AzureTable:
 
 def _entity(raw: Any) -> Entity:
     data = {k: v for k, v in raw.items() if k not in ("PartitionKey", "RowKey")}
-    return Entity(raw["RowKey"], data, raw.metadata.get("etag"), raw.metadata.get("timestamp"))
+    return Entity(raw["RowKey"], data, raw.metadata.get("etag"))
