@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,8 +26,10 @@ import pytest
 import requests
 
 from devtools.stack import ROOT, Stack
+from shared.clients import legacy_verifier
+from shared.stores.tables import AzureTable
 from tests.gateway_calls import add_secret, create_client, onboard, remember, route_body
-from tests.reliability import bearer
+from tests.reliability import bearer, put_vault_secret
 
 TTL = 3
 SLACK = 1.0
@@ -146,6 +150,36 @@ def test_a_new_secret_works_at_once_on_every_instance(fleet: Fleet) -> None:
     fresh = add_secret(fleet.stack.manage, client["client_id"])["client_secret"]
     for base in fleet.instances:
         assert fleet.token(base, client["client_id"], fresh, tenant).status_code == 200
+
+
+def test_a_client_from_before_the_pepper_keeps_working_everywhere_and_its_verifier_moves_to_a_table_row(
+        fleet: Fleet) -> None:
+    """Migration without downtime: a client registered by the previous design (no marker on its row,
+    an unpeppered verifier in Key Vault) gets tokens on every instance; its first use copies a
+    peppered row to Table Storage; deleting the secret then removes both, everywhere within the TTL."""
+    stack = fleet.stack
+    cid, secret_id = str(uuid.uuid4()), secrets.token_hex(8)
+    secret = remember(f"{secret_id}~{secrets.token_urlsafe(32)}")
+    clients = AzureTable.connect("clients", connection_string=stack.processes["azurite"].ready["connection_string"])
+    clients.insert(cid, {"name": "Client from before", "status": "active", "created": "2026-01-01T00:00:00+00:00"})
+    put_vault_secret(stack, f"client-{cid}-{secret_id}", legacy_verifier(cid, secret_id, secret))
+    keeper = add_secret(stack.manage, cid)["client_secret"]  # a new secret of a legacy client: a row at once
+    tenant = onboard(stack.manage, fleet.provider, [cid])
+
+    assert fleet.token(fleet.instances[0], cid, secret, tenant).status_code == 200
+    row = clients.sibling("secrets").get(f"{cid}-{secret_id}").data
+    assert row["pepper_id"] and row["verifier"] != legacy_verifier(cid, secret_id, secret)
+    for base in fleet.instances:
+        assert fleet.token(base, cid, secret, tenant).status_code == 200
+        assert fleet.token(base, cid, keeper, tenant).status_code == 200
+    listed = stack.manage("GET", f"/clients/{cid}/secrets").json()["secrets"]
+    assert len(listed) == 2 and secret_id in {s["secret_id"] for s in listed}  # copied once, listed once
+
+    stack.manage("DELETE", f"/clients/{cid}/secrets/{secret_id}").raise_for_status()
+    took = fleet.revoked_everywhere_within(lambda b: fleet.token(b, cid, secret, tenant).status_code == 200)
+    assert took <= TTL + SLACK
+    vault = json.loads((stack.state / "keyvault" / "vault.json").read_text())
+    assert f"client-{cid}-{secret_id}" not in vault["secrets"], "the old Key Vault verifier was not deleted"
 
 
 def test_failed_secret_limits_hold_in_aggregate_across_instances(fleet: Fleet) -> None:
