@@ -29,6 +29,7 @@ from devtools.stack import ROOT, Stack
 from shared.clients import legacy_verifier
 from shared.stores.tables import AzureTable
 from tests.gateway_calls import add_secret, create_client, onboard, remember, route_body
+from tests.portal_client import PortalUser, next_address
 from tests.reliability import bearer, put_vault_secret
 
 TTL = 3
@@ -197,6 +198,19 @@ def test_failed_secret_limits_hold_in_aggregate_across_instances(fleet: Fleet) -
         assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) >= 1
     # The client's good secret, from its own address, is untouched by the attack.
     assert fleet.token(fleet.instances[1], client["client_id"], client["client_secret"], tenant).status_code == 200
+
+
+def test_portal_sign_in_limits_hold_in_aggregate_across_instances(fleet: Fleet) -> None:
+    """Wrong sign-ins for one client id, from a new address each time, spread over three instances:
+    PORTAL_ATTEMPTS_PER_CLIENT (10) hold for the fleet (within 1.5x), not per instance."""
+    client = create_client(fleet.stack.manage, "Portal limit test client")
+    wrong = client["secret"]["secret_id"] + "~" + "P" * 43
+    statuses: Counter[int] = Counter()
+    for n in range(30):
+        user = PortalUser(f"{fleet.instances[n % INSTANCES]}/api/portal", next_address())
+        statuses[user.sign_in(client["client_id"], wrong).status_code] += 1
+    assert set(statuses) <= {400, 429}, statuses
+    assert 10 <= statuses[400] <= 15, f"admitted {statuses[400]} sign-ins for a limit of 10"
 
 
 def test_signing_key_rotation_under_traffic_refuses_no_token(fleet: Fleet) -> None:
