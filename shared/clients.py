@@ -379,7 +379,9 @@ class ClientRegistry:
         pepper = self._peppers.get(row.pepper_id) if row is not None and row.live_at(self._now()) else None
         expected = row.verifier if row is not None and pepper is not None else None
         candidate = verifier(pepper or _LEGACY_VERIFIER_KEY, client_id, secret_id, secret)
-        if not hmac.compare_digest(candidate, expected or "0" * len(candidate)) or expected is None or client is None:
+        # Bytes, not str: compare_digest refuses non-ASCII str, and a row's value is not ours to trust.
+        if not hmac.compare_digest(candidate.encode(), (expected or "0" * len(candidate)).encode()) \
+                or expected is None or client is None:
             raise InvalidClient()
         return client
 
@@ -389,7 +391,7 @@ class ClientRegistry:
         record = self._legacy.get_or_load(name, lambda: self._read_legacy(name))
         if not isinstance(record, SecretRecord) or record.value is None or not record.usable_at(self._now()):
             return None
-        if not hmac.compare_digest(legacy_verifier(client_id, secret_id, secret), record.value):
+        if not hmac.compare_digest(legacy_verifier(client_id, secret_id, secret).encode(), record.value.encode()):
             return None
         info = self._legacy_info(record)
         row = self._peppered_row(client_id, secret_id, secret, info.hint, info.created, info.expires_on)
