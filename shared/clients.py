@@ -10,8 +10,9 @@ once, at creation, and never stored.
 
 Why not one Key Vault secret per client secret (the previous design): each instance read each
 verifier once per TTL, so vault load grew with instances x clients (issue #14). Now each instance
-holds both partitions as snapshots refreshed by one change-log query per TTL (`shared/stores/snapshot.py`)
-and reads the pepper once per TTL: the token endpoint's hot path makes no store call at all.
+holds the rows it has used, kept fresh by one change-log query per TTL per partition
+(`shared/stores/snapshot.py`), and reads the pepper once per TTL: once warm, the token endpoint's
+hot path makes no store call at all.
 
 Existing clients migrate without downtime and without a migration step: a client row without the
 `verifiers: table` marker is a legacy client, whose secrets may still be Key Vault verifiers
@@ -362,10 +363,10 @@ class ClientRegistry:
     # --- authentication (token endpoint hot path) ---------------------------------------------
 
     def authenticate(self, client_id: str, secret: str, before_vault: Callable[[], None] | None = None) -> Client:
-        """Verify a client secret in constant time against the in-memory snapshot (no store call while
-        it is fresh). Only a legacy client's secret that has no row yet costs a Key Vault read, and
-        `before_vault` runs first (the token endpoint's failure limits: made-up secret ids must not
-        turn into unlimited vault reads)."""
+        """Verify a client secret in constant time against the rows held in memory (no store call once
+        they are held and the change log is followed). Only a legacy client's secret that has no row
+        yet costs a Key Vault read, and `before_vault` runs first (the token endpoint's failure
+        limits: made-up secret ids must not turn into unlimited vault reads)."""
         match = _SECRET_RE.match(secret)
         if not _CLIENT_ID_RE.match(client_id) or match is None:
             raise InvalidClient()
@@ -410,5 +411,6 @@ class ClientRegistry:
             return None
 
     def cached_client(self, client_id: str) -> Client | None:
-        """The client's row from the snapshot: a disabled client loses access within the TTL."""
+        """The client's row, held while the change log is followed: a disabled client loses access
+        everywhere within the TTL."""
         return self._clients.get(client_id)

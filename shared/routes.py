@@ -2,10 +2,10 @@
 
 One Table Storage row per tenant. Lists and objects are JSON-encoded into single properties so
 every change is one atomic entity replace guarded by its ETag: a reader never sees half a route.
-The proxy and the token endpoint read routes from a per-instance snapshot of the whole table
-(`shared/stores/snapshot.py`): one change-log query per TTL, whatever the number of tenants,
-instead of one read per tenant per TTL. A removed tenant is therefore a tombstone row, not a
-missing one, and every write is logged.
+The proxy and the token endpoint read routes through a per-instance copy kept fresh by a change
+log (`shared/stores/snapshot.py`): a route is read once, then held while the instance follows the
+log with one query per TTL, whatever the number of tenants, instead of one read per tenant per
+TTL. A removed tenant is therefore a tombstone row, not a missing one, and every write is logged.
 """
 
 from __future__ import annotations
@@ -210,7 +210,8 @@ class TenantRegistry:
 
     def delete(self, tenant_id: str, if_match: str | None = None) -> None:
         """Replace the row with a tombstone (under its ETag): every instance's delta query then sees
-        the removal; a deleted row would stay in their snapshots forever."""
+        the removal (a plain delete would leave no row to log against and nothing to tell "removed"
+        from "never existed" apart on a re-read in flight)."""
         _, etag = self.get(tenant_id)
         self._table.replace(tenant_id.lower(), {TOMBSTONE: True, "updated": self._now()}, etag=if_match or etag)
         self._snapshot.changed(tenant_id.lower())

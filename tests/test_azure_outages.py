@@ -8,8 +8,8 @@ Retry-After; /api/health names the part that is down; and every path works again
 back, without restarting the gateway.
 
 What still works during an outage is the documented cache behaviour (docs/operations.md), not
-luck: an item fetched less than its TTL ago (the client, secret-verifier and route snapshots and the
-verifier pepper: SECRET_CACHE_TTL_SECONDS / ROUTE_CACHE_TTL_SECONDS; signing keys:
+luck: an item held while the change logs were followed less than a TTL ago (client, secret-verifier
+and route rows, the verifier pepper: SECRET_CACHE_TTL_SECONDS / ROUTE_CACHE_TTL_SECONDS; signing keys:
 SIGNING_KEY_CACHE_TTL_SECONDS) is still used; an older one is never used past its TTL, so once it
 expires the request fails closed. This module runs with every TTL at 3 seconds to watch both.
 """
@@ -95,7 +95,7 @@ class App:
     def cold(self, part: str) -> requests.Response:
         """A request that needs the stopped part for something nothing has cached: a wrong secret
         (its failure is counted in the shared limits table, Table Storage), an upstream credential
-        never read (Key Vault). Routes, clients and verifiers are snapshots: warm for all of them."""
+        never read (Key Vault)."""
         if part == "azurite":
             return self.token_request("192.0.2.60", self.wrong_secret)
         return self.read(self.vault_token)
