@@ -8,6 +8,7 @@ developer runs. Every part is a real subprocess speaking its real protocol; logs
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import secrets
@@ -118,7 +119,7 @@ class Stack:
     def start_azurite(self, port: int = 0) -> str:
         port = port or free_port()
         args = [str(ROOT / "node_modules/.bin/azurite-table"), "--tableHost", "127.0.0.1", "--tablePort",
-                str(port), "--skipApiVersionCheck", "--disableProductStyleUrl"]
+                str(port), "--skipApiVersionCheck", "--disableProductStyleUrl", "--disableTelemetry"]
         if self.persistent:
             args += ["--location", str(self.state / "azurite")]
         else:
@@ -163,9 +164,25 @@ class Stack:
             **self.extra_env,
         }
 
-    def start_gateway(self) -> str:
-        args = [PYTHON, "-m", "devtools.functions_host", "--port", str(self.gateway_port)]
-        return self.spawn("gateway", args, self.gateway_env()).ready["base_url"]
+    @staticmethod
+    def gateway_command(port: int) -> list[str]:
+        """The one place that says how a gateway process starts (every instance, every caller)."""
+        return [PYTHON, "-m", "devtools.functions_host", "--port", str(port)]
+
+    def start_gateway(self, instances: int = 1) -> str:
+        """One gateway on `gateway_port`; or N instances sharing Azurite and the vault, each on its
+        own port, behind a round-robin front (devtools/roundrobin.py) on `gateway_port`, as the
+        platform's front end spreads a scaled-out Function App. `facts["instance_urls"]` lists them."""
+        if instances <= 1:
+            base = self.spawn("gateway", self.gateway_command(self.gateway_port), self.gateway_env()).ready["base_url"]
+            self.facts["instance_urls"] = [base]
+            return base
+        urls = [self.spawn(f"gateway-{n}", self.gateway_command(0), self.gateway_env()).ready["base_url"]
+                for n in range(1, instances + 1)]
+        front = [PYTHON, "-m", "devtools.roundrobin", "--port", str(self.gateway_port),
+                 *itertools.chain.from_iterable(("--backend", url) for url in urls)]
+        self.facts["instance_urls"] = urls
+        return self.spawn("gateway", front).ready["base_url"]
 
     def stop(self) -> None:
         for proc in reversed(list(self.processes.values())):
@@ -200,13 +217,14 @@ class Stack:
         created.raise_for_status()
         return created.json()["code"]
 
-    def start_all(self, versions: tuple[str, ...] = ("stu3", "dstu2", "r4")) -> dict[str, Any]:
+    def start_all(self, versions: tuple[str, ...] = ("stu3", "dstu2", "r4"), instances: int = 1) -> dict[str, Any]:
         self.start_azurite()
         self.start_keyvault()
         providers = {v: self.start_ehr(v)["base_url"] for v in versions}
-        base = self.start_gateway()
+        base = self.start_gateway(instances)
         facts = {
             "gateway_base_url": base,
+            "instance_urls": self.facts["instance_urls"],
             "fhir_base_urls": {v: f"{base}/api/fhir/{v}" for v in ("stu3", "dstu2")},
             "token_url": f"{base}/api/oauth2/token",
             "manage_url": f"{base}/api/manage",
@@ -233,6 +251,7 @@ FHIR gateway local stack is up (Ctrl-C stops everything).
   Demo secret:     {facts['demo_client_secret']}
   Demo tenants:    {', '.join(f"{t['tenant_id']} ({t['fhir_version']})" for t in facts['demo_tenants'])}
   Consumer portal: {facts['portal_url']}   (invitation code: {facts['demo_invitation']})
+  Instances:       {', '.join(facts['instance_urls'])}
   Operator CLI:    .venv/bin/python -m gatewayctl --help   (reads .local/stack.json)
   Facts as JSON:   .local/stack.json
 
@@ -250,6 +269,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Run the FHIR gateway's whole local stack on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=7071, help="gateway port (0 = any free port)")
     parser.add_argument("--state-dir", default=str(ROOT / ".local"))
+    parser.add_argument("--instances", type=int, default=1,
+                        help="gateway processes sharing Azurite and the vault, behind a round-robin front on --port")
     args = parser.parse_args()
     state = Path(args.state_dir)
     (state / "stack.json").unlink(missing_ok=True)
@@ -263,7 +284,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        facts = stack.start_all()
+        facts = stack.start_all(instances=max(1, args.instances))
         staged = state / "stack.json.tmp"
         staged.write_text(json.dumps(facts, indent=2))
         staged.replace(state / "stack.json")

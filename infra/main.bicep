@@ -137,6 +137,8 @@ param invitationsTableName string = 'invitations'
 
 @description('GATEWAY_PORTAL_SESSIONS_TABLE: table of portal session generations (one row per client; signing out or disabling a client ends its portal sessions).')
 param portalSessionsTableName string = 'portalsessions'
+@description('GATEWAY_LIMITS_TABLE: table of rate-limit counts shared by every instance.')
+param limitsTableName string = 'ratelimits'
 
 @description('TOKEN_LIFETIME_SECONDS: lifetime of the access tokens the gateway issues.')
 @minValue(0)
@@ -293,6 +295,7 @@ module storage 'modules/storage.bicep' = {
     clientsTableName: clientsTableName
     invitationsTableName: invitationsTableName
     portalSessionsTableName: portalSessionsTableName
+    limitsTableName: limitsTableName
   }
 }
 
@@ -340,6 +343,7 @@ var gatewayAppSettings = {
   GATEWAY_CLIENTS_TABLE: clientsTableName
   GATEWAY_INVITATIONS_TABLE: invitationsTableName
   GATEWAY_PORTAL_SESSIONS_TABLE: portalSessionsTableName
+  GATEWAY_LIMITS_TABLE: limitsTableName
   KEY_VAULT_URL: keyVault.outputs.vaultUri
   TOKEN_LIFETIME_SECONDS: string(tokenLifetimeSeconds)
   SECRET_CACHE_TTL_SECONDS: string(secretCacheTtlSeconds)

@@ -2,14 +2,16 @@
 
 One Table Storage row per tenant. Lists and objects are JSON-encoded into single properties so
 every change is one atomic entity replace guarded by its ETag: a reader never sees half a route.
-The proxy and the token endpoint read routes through a short TTL cache.
+The proxy and the token endpoint read routes through a per-instance copy kept fresh by a change
+log (`shared/stores/snapshot.py`): a route is read once, then held while the instance follows the
+log with one query per TTL, whatever the number of tenants, instead of one read per tenant per
+TTL. A removed tenant is therefore a tombstone row, not a missing one, and every write is logged.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -19,6 +21,7 @@ from typing import Any
 from shared.errors import NotFound, PreconditionFailed, ProblemError
 from shared.outbound import BadUrl, OutboundPolicy, current_policy, normalise_url
 from shared.stores import Entity, EntityTable
+from shared.stores.snapshot import TOMBSTONE, TableSnapshot, is_tombstone
 from shared.upstream_auth import InvalidUpstreamAuth, validate_upstream_auth
 
 FHIR_VERSIONS = ("stu3", "dstu2", "r4")
@@ -137,22 +140,34 @@ def parse_route(tenant_id: str, body: object, now: str, created: str | None = No
 
 
 class TenantRegistry:
-    def __init__(self, table: EntityTable, cache_ttl: int, clock: Callable[[], float] = time.time) -> None:
-        self._table, self._ttl, self._clock = table, cache_ttl, clock
-        self._cache: dict[str, tuple[float, TenantRoute | None]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, table: EntityTable, log: EntityTable, cache_ttl: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        """`log`: the change-log partition beside the routes (shared/stores/snapshot.py)."""
+        self._table, self._clock = table, clock
+        self._snapshot: TableSnapshot[TenantRoute] = TableSnapshot(table, log, cache_ttl, TenantRoute.from_entity)
 
     def _now(self) -> str:
         return datetime.fromtimestamp(self._clock(), UTC).isoformat(timespec="seconds")
 
+    def _entity(self, tenant_id: str) -> Entity | None:
+        """The tenant's row, a tombstone included; None when there is no row at all."""
+        try:
+            entity = self._table.get(tenant_id)
+        except NotFound:
+            return None
+        return entity
+
     def get(self, tenant_id: str) -> tuple[TenantRoute, str | None]:
         if not is_guid(tenant_id):
             raise NotFound()
-        entity = self._table.get(tenant_id.lower())
+        entity = self._entity(tenant_id.lower())
+        if entity is None or is_tombstone(entity):
+            raise NotFound()
         return TenantRoute.from_entity(entity), entity.etag
 
     def list(self) -> list[TenantRoute]:
-        return sorted((TenantRoute.from_entity(e) for e in self._table.list()), key=lambda r: r.tenant_id)
+        return sorted((TenantRoute.from_entity(e) for e in self._table.list() if not is_tombstone(e)),
+                      key=lambda r: r.tenant_id)
 
     def put(self, tenant_id: str, body: object, if_match: str | None = None,
             create_only: bool = False) -> tuple[TenantRoute, str | None, bool]:
@@ -165,13 +180,16 @@ class TenantRegistry:
         route = parse_route(tenant_id, body, now, existing.created if existing else None)
         if if_match is not None and existing is None:
             raise PreconditionFailed()  # RFC 9110 §13.1.1: If-Match needs a current representation
-        if create_only:
+        tombstone = self._entity(route.tenant_id) if existing is None else None
+        if create_only and tombstone is not None:  # a removed tenant's id is free again: take its tombstone's place
+            entity = self._table.replace(route.tenant_id, route.to_entity(), etag=tombstone.etag)
+        elif create_only:
             entity = self._table.insert(route.tenant_id, route.to_entity())
         elif if_match is not None:
             entity = self._table.replace(route.tenant_id, route.to_entity(), etag=if_match)
         else:
             entity = self._table.replace(route.tenant_id, route.to_entity())
-        self._forget(route.tenant_id)
+        self._snapshot.changed(route.tenant_id)  # this instance sees it at once; the others within the TTL
         return route, entity.etag, existing is None
 
     def disable(self, tenant_id: str, if_match: str | None = None) -> tuple[TenantRoute, str | None]:
@@ -184,25 +202,13 @@ class TenantRegistry:
         return disabled, entity.etag
 
     def delete(self, tenant_id: str, if_match: str | None = None) -> None:
-        if not is_guid(tenant_id):
-            raise NotFound()
-        self._table.delete(tenant_id.lower(), etag=if_match)
-        self._forget(tenant_id.lower())
-
-    def _forget(self, tenant_id: str) -> None:
-        with self._lock:
-            self._cache.pop(tenant_id, None)
+        """Replace the row with a tombstone (under its ETag): every instance's delta query then sees
+        the removal (a plain delete would leave no row to log against and nothing to tell "removed"
+        from "never existed" apart on a re-read in flight)."""
+        _, etag = self.get(tenant_id)
+        self._table.replace(tenant_id.lower(), {TOMBSTONE: True, "updated": self._now()}, etag=if_match or etag)
+        self._snapshot.changed(tenant_id.lower())
 
     def resolve(self, tenant_id: str) -> TenantRoute | None:
-        """The route for traffic, cached for the TTL (changes reach every instance within it)."""
-        key = tenant_id.lower()
-        hit = self._cache.get(key)
-        if hit is not None and self._clock() - hit[0] < self._ttl:
-            return hit[1]
-        try:
-            route: TenantRoute | None = self.get(key)[0]
-        except NotFound:
-            route = None
-        with self._lock:
-            self._cache[key] = (self._clock(), route)
-        return route
+        """The route for traffic, from the snapshot (changes reach every instance within the TTL)."""
+        return self._snapshot.get(tenant_id.lower())

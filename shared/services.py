@@ -7,9 +7,11 @@ put Key Vault and Table Storage calls (and TLS handshakes) on every request's pa
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from shared.aggregate_limits import SharedCounts
 from shared.clientaddr import AddressSource
 from shared.clients import ClientRegistry
 from shared.health import CachedProbe
@@ -64,12 +66,19 @@ def build_services(settings: Settings) -> Services:
     tenant_table = AzureTable.connect(settings.tenants_table, **tables)
     client_table = AzureTable.connect(settings.clients_table, **tables)
     keys = KeyRing(secrets, settings.token_lifetime_seconds, settings.signing_key_cache_ttl_seconds)
-    clients = ClientRegistry(client_table, secrets, settings.secret_cache_ttl_seconds)
-    tenants = TenantRegistry(tenant_table, settings.route_cache_ttl_seconds)
+    clients = ClientRegistry(client_table.sibling, secrets, settings.secret_cache_ttl_seconds)
+    tenants = TenantRegistry(tenant_table, tenant_table.sibling("changes"), settings.route_cache_ttl_seconds)
+    limits_table = AzureTable.connect(settings.limits_table, **tables)
+
+    def shared(window: int) -> Callable[[str, int], SharedCounts]:
+        """Failure and attempt counts every instance shares (issue #14), in the limits table."""
+        return lambda name, limit: SharedCounts(name, limit, window, limits_table.sibling)
+
     throttle = ClientAuthThrottle(settings.token_failures_per_client_and_source, settings.token_failures_per_source,
                                   settings.token_failures_per_client, settings.token_failure_window_seconds,
                                   good_for_seconds=max(settings.token_lifetime_seconds,
-                                                       settings.token_failure_window_seconds))
+                                                       settings.token_failure_window_seconds),
+                                  shared=shared(settings.token_failure_window_seconds))
     tokens = TokenService(keys, clients, tenants, settings.token_lifetime_seconds, throttle=throttle,
                           address_source=AddressSource.from_settings(settings))
     upstream = UpstreamAuthenticator(
@@ -82,7 +91,9 @@ def build_services(settings: Settings) -> Services:
     probes = {"table_storage": CachedProbe(tenant_table.ping, settings.health_cache_seconds),
               "key_vault": CachedProbe(secrets.ping, settings.health_cache_seconds)}
     return Services(settings, secrets, tenant_table, client_table, keys, clients, tenants, tokens, proxy,
-                    invitations, sessions, PortalLimits.from_settings(settings), generations, probes)
+                    invitations, sessions,
+                    PortalLimits.from_settings(settings, shared(settings.portal_attempt_window_seconds)),
+                    generations, probes)
 
 
 @lru_cache(maxsize=1)

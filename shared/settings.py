@@ -42,6 +42,7 @@ class Settings:
     tenants_table: str
     clients_table: str
     invitations_table: str
+    limits_table: str
     key_vault_url: str | None
     key_vault_ca_bundle: str | None
     token_lifetime_seconds: int
@@ -82,11 +83,12 @@ class Settings:
             clients_table=_str("GATEWAY_CLIENTS_TABLE") or "clients",
             invitations_table=_str("GATEWAY_INVITATIONS_TABLE") or "invitations",
             portal_sessions_table=_str("GATEWAY_PORTAL_SESSIONS_TABLE") or "portalsessions",
+            limits_table=_str("GATEWAY_LIMITS_TABLE") or "ratelimits",
             key_vault_url=_str("KEY_VAULT_URL"),
             key_vault_ca_bundle=_str("KEY_VAULT_CA_BUNDLE"),
             token_lifetime_seconds=_int("TOKEN_LIFETIME_SECONDS", 3600),
             secret_cache_ttl_seconds=min(_int("SECRET_CACHE_TTL_SECONDS", 60), 60),
-            route_cache_ttl_seconds=_int("ROUTE_CACHE_TTL_SECONDS", 30),
+            route_cache_ttl_seconds=min(_int("ROUTE_CACHE_TTL_SECONDS", 30), 60),  # revocation bound (#14)
             signing_key_cache_ttl_seconds=_int("SIGNING_KEY_CACHE_TTL_SECONDS", 300),
             upstream_connect_timeout_seconds=_int("UPSTREAM_CONNECT_TIMEOUT_SECONDS", 5),
             upstream_read_timeout_seconds=_int("UPSTREAM_READ_TIMEOUT_SECONDS", 30),

@@ -12,6 +12,13 @@ has not loaded. (Two rotations within one cache TTL fall back to the unknown-kid
 An older key keeps verifying (and stays in JWKS) until every token it can have signed has
 expired: its successor's activation + token lifetime + this cache's TTL (other instances may
 sign with it until they refresh) + clock skew.
+
+Which keys exist is read from one index secret, `token-signing-ring` (JSON: kid, created,
+activated), not by listing the vault (issue #14): Key Vault lists 25 secrets per request, so a
+listing costs a request per 25 secrets of *any* kind (upstream credentials, legacy verifiers), per
+instance per TTL. A refresh is one index read plus one read per listed key (a key whose secret was
+deleted drops out, so deleting a leaked key's secret still revokes it). A vault without an index
+(keys from before it) is listed once, and the index written from what was found.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ STATE_TAG = "state"
 PENDING = "pending"
 CLOCK_SKEW = timedelta(seconds=60)
 UNKNOWN_KID_REFRESH_INTERVAL = 10.0
+RING = "token-signing-ring"
 
 
 @dataclass(frozen=True)
@@ -85,22 +93,44 @@ class KeyRing:
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
 
-    def _load(self) -> None:
-        records = self._secrets.list_secrets(PREFIX)
-        known = {k.kid: k for k in self._keys}
-        keys: list[SigningKey] = []
-        for record in records:
-            kid = record.name[len(PREFIX):]
+    def _index(self) -> list[tuple[str, datetime, datetime | None]]:
+        """(kid, created, activated or None when pending) for every key, from the index secret; a
+        vault from before the index is listed once instead."""
+        try:
+            entries = json.loads(self._secrets.get_secret(RING).value or "[]")
+            return [(e["kid"], datetime.fromisoformat(e["created"]),
+                     datetime.fromisoformat(e["activated"]) if e.get("activated") else None) for e in entries]
+        except NotFound:
+            pass
+        found = []
+        for record in self._secrets.list_secrets(PREFIX):
             created = _created(record.tags) or record.created_on or self._now()
             pending = record.tags.get(STATE_TAG) == PENDING
-            activated = None if pending else _created(record.tags, ACTIVATED_TAG) or created
-            if kid in known:  # the private key never changes; its activation may have
+            found.append((record.name[len(PREFIX):], created,
+                          None if pending else _created(record.tags, ACTIVATED_TAG) or created))
+        if found:
+            self._write_index(found)
+        return found
+
+    def _write_index(self, entries: list[tuple[str, datetime, datetime | None]]) -> None:
+        body = [{"kid": kid, "created": created.isoformat(timespec="microseconds"),
+                 "activated": activated.isoformat(timespec="microseconds") if activated else None}
+                for kid, created, activated in entries]
+        self._secrets.set_secret(RING, json.dumps(body), content_type="application/json",
+                                 tags={"purpose": "token-signing key index"})
+
+    def _load(self, *, revalidate: bool = True) -> None:
+        """Re-read the index; read each key's PEM (all of them when `revalidate`, else only new ones)."""
+        known = {k.kid: k for k in self._keys}
+        keys: list[SigningKey] = []
+        for kid, created, activated in self._index():
+            if kid in known and not revalidate:  # the private key never changes; its activation may have
                 keys.append(SigningKey(kid, known[kid].private_key, created, activated))
                 continue
             try:
-                pem = self._secrets.get_secret(record.name).value or ""
+                pem = self._secrets.get_secret(PREFIX + kid).value or ""
             except NotFound:
-                continue
+                continue  # deleted in the vault (a leaked key): it verifies nothing from now on
             private_key = serialization.load_pem_private_key(pem.encode(), password=None)
             if isinstance(private_key, ec.EllipticCurvePrivateKey):
                 keys.append(SigningKey(kid, private_key, created, activated))
@@ -166,11 +196,17 @@ class KeyRing:
         now = self._now()
         self._secrets.set_secret(PREFIX + kid, pem, content_type="application/x-pem-file",
                                  tags=self._tags(now, now if activate else None))
-        self._load()
+        self._write_index([*self._entries(), (kid, now, now if activate else None)])
+        self._load(revalidate=False)
 
     def _activate(self, key: SigningKey) -> None:
-        self._secrets.update_properties(PREFIX + key.kid, tags=self._tags(key.created, self._now()))
-        self._load()
+        now = self._now()
+        self._secrets.update_properties(PREFIX + key.kid, tags=self._tags(key.created, now))
+        self._write_index([(k.kid, k.created, now if k.kid == key.kid else k.activated) for k in self._keys])
+        self._load(revalidate=False)
+
+    def _entries(self) -> list[tuple[str, datetime, datetime | None]]:
+        return [(k.kid, k.created, k.activated) for k in self._keys]
 
     def verification_keys(self) -> list[SigningKey]:
         """Keys whose tokens may be live or may soon be: the signing key, each older one within its
@@ -189,7 +225,7 @@ class KeyRing:
             may_block()
             with self._lock:
                 self._last_unknown_refresh = self._clock()
-                self._load()
+                self._load(revalidate=False)  # an index read; key reads only for kids new to this instance
             match = next((k for k in self.verification_keys() if k.kid == kid), None)
         return match
 

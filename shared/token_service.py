@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, unquote_plus
 
 import jwt
 
+from shared.aggregate_limits import SharedCounts
 from shared.clientaddr import AddressSource, client_address
 from shared.clients import Client, ClientRegistry, InvalidClient
 from shared.errors import OAuthError
@@ -108,37 +109,73 @@ class ClientAuthThrottle:
     Only failures are counted and a refused attempt counts nothing (RateLimiter), so every count
     clears at most one window after the last failure it admitted: nobody is locked out for longer
     than an attack lasts plus one window. Successes are never limited by another source's failures.
+
+    Across instances (issue #14): with `shared` set, every failure is also counted in Table Storage
+    (`shared.aggregate_limits`) before it is answered, so the three limits hold over all instances
+    together (within 1.5x, the sliding-window estimate's worst case). Only failures pay for it (a
+    read and an ETag write per count), and only after the secret was found wrong: a request with a
+    good secret makes no Table call. The price: an instance that has not itself refused a blocked
+    key still admits a *correct* secret for it (a wrong one is refused by the shared count); with
+    256-bit secrets that reveals nothing an attacker could have guessed.
     """
 
     def __init__(self, per_client_and_source: int, per_source: int, per_client: int, window_seconds: float,
-                 good_for_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+                 good_for_seconds: float, clock: Callable[[], float] = time.monotonic,
+                 shared: Callable[[str, int], SharedCounts] | None = None) -> None:
         self._pair = RateLimiter(per_client_and_source, window_seconds, clock)
         self._source = RateLimiter(per_source, window_seconds, clock)
         self._client = RateLimiter(per_client, window_seconds, clock)
+        self._shared = None if shared is None else {
+            "pair": shared("token-pair", per_client_and_source), "source": shared("token-source", per_source),
+            "client": shared("token-client", per_client)}
+        self._blocked = RateLimiter(1, window_seconds, clock)  # keys the shared counts refused, seen here
         self._good: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._good_for, self._clock = good_for_seconds, clock
         self._lock = threading.Lock()
 
-    def check(self, client_id: str | None, source: str, secret_id: str) -> None:
+    def _keys(self, client_id: str | None, source: str, secret_id: str) -> list[tuple[str, str]]:
+        """The counts an attempt touches: (limit, key); the client's own sources skip the broad two."""
         own = client_id is not None and self._known_good(client_id, source)
-        waits = [] if own else [self._source.retry_after(source)]
+        keys = [] if own else [("source", source)]
         if client_id is not None:
-            waits.append(self._pair.retry_after(f"{client_id}|{source}|{secret_id}"))
+            keys.append(("pair", f"{client_id}|{source}|{secret_id}"))
             if not own:
-                waits.append(self._client.retry_after(client_id))
-        wait = max(waits)
+                keys.append(("client", client_id))
+        return keys
+
+    def check(self, client_id: str | None, source: str, secret_id: str) -> None:
+        limiters = {"pair": self._pair, "source": self._source, "client": self._client}
+        keys = self._keys(client_id, source, secret_id)
+        wait = max(max(limiters[name].retry_after(key), self._blocked.retry_after(f"{name}|{key}"))
+                   for name, key in keys)
         if wait:
-            raise OAuthError("slow_down", f"too many failed client authentications; retry in {wait} s", 429,
-                             {"Retry-After": str(wait)})
+            raise _slow_down(wait)
+
+    def check_shared(self, client_id: str | None, source: str, secret_id: str) -> None:
+        """The shared counts alone, counting nothing: run before a Key Vault read that a made-up
+        secret could cause (legacy verifiers), so guessing cannot become vault load."""
+        if self._shared is not None:
+            wait = max(self._shared[name].wait(self._shared[name].read(key))
+                       for name, key in self._keys(client_id, source, secret_id))
+            if wait:
+                raise _slow_down(wait)
 
     def failed(self, client_id: str | None, source: str, secret_id: str) -> None:
-        own = client_id is not None and self._known_good(client_id, source)
-        if not own:
-            self._source.hit(source)
-        if client_id is not None:
-            self._pair.hit(f"{client_id}|{source}|{secret_id}")
-            if not own:
-                self._client.hit(client_id)
+        """Count a failure; raises slow_down instead when the shared counts are already full."""
+        keys = self._keys(client_id, source, secret_id)
+        if self._shared is not None:
+            counts = [(name, key, self._shared[name].read(key)) for name, key in keys]
+            waits = {(name, key): self._shared[name].wait(count) for name, key, count in counts}
+            if any(waits.values()):
+                for (name, key), wait in waits.items():
+                    if wait:
+                        self._blocked.hit(f"{name}|{key}")
+                raise _slow_down(max(waits.values()))
+            for name, key, count in counts:
+                self._shared[name].add(key, count)
+        limiters = {"pair": self._pair, "source": self._source, "client": self._client}
+        for name, key in keys:
+            limiters[name].hit(key)
 
     def succeeded(self, client_id: str, source: str, secret_id: str) -> None:
         self._pair.reset(f"{client_id}|{source}|{secret_id}")
@@ -152,6 +189,11 @@ class ClientAuthThrottle:
         with self._lock:
             since = self._good.get((client_id, source))
         return since is not None and self._clock() - since < self._good_for
+
+
+def _slow_down(wait: int) -> OAuthError:
+    return OAuthError("slow_down", f"too many failed client authentications; retry in {wait} s", 429,
+                      {"Retry-After": str(wait)})
 
 
 _NO_SECRET_ID = "-"  # noqa: S105 - a placeholder key, not a password
@@ -242,7 +284,8 @@ class TokenService:
         if throttle is not None:
             throttle.check(counted, source, secret_id)  # before the secret is looked at: a blocked guess learns nothing
         try:
-            client = self._clients.authenticate(client_id, secret)
+            before_vault = None if throttle is None else lambda: throttle.check_shared(counted, source, secret_id)
+            client = self._clients.authenticate(client_id, secret, before_vault)
         except InvalidClient as exc:
             if throttle is not None:
                 throttle.failed(counted, source, secret_id)

@@ -8,8 +8,8 @@ Retry-After; /api/health names the part that is down; and every path works again
 back, without restarting the gateway.
 
 What still works during an outage is the documented cache behaviour (docs/operations.md), not
-luck: an item fetched less than its TTL ago (client secret verifiers and client rows:
-SECRET_CACHE_TTL_SECONDS; routes: ROUTE_CACHE_TTL_SECONDS; signing keys:
+luck: an item held while the change logs were followed less than a TTL ago (client, secret-verifier
+and route rows, the verifier pepper: SECRET_CACHE_TTL_SECONDS / ROUTE_CACHE_TTL_SECONDS; signing keys:
 SIGNING_KEY_CACHE_TTL_SECONDS) is still used; an older one is never used past its TTL, so once it
 expires the request fails closed. This module runs with every TTL at 3 seconds to watch both.
 """
@@ -27,8 +27,16 @@ import pytest
 import requests
 
 from devtools.stack import Stack
-from tests.gateway_calls import add_secret, assert_oauth_error, assert_operation_outcome, assert_problem, eventually
-from tests.reliability import Consumer, bearer, restart, stop
+from tests.gateway_calls import (
+    assert_oauth_error,
+    assert_operation_outcome,
+    assert_problem,
+    eventually,
+    new_tenant_id,
+    put_tenant,
+    route_body,
+)
+from tests.reliability import Consumer, bearer, put_vault_secret, restart, stop
 
 TTL = 3
 TIMEOUT = 30
@@ -55,17 +63,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 class App:
-    """One consumer: a client, a tenant it uses, and a tenant it never used (nothing cached for it)."""
+    """One consumer: a client, a tenant it uses, and a tenant whose upstream credential (a Key Vault
+    secret) was never read (nothing cached for it)."""
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.consumer = Consumer(stack, "Outage test client")
         provider = stack.facts["provider_base_urls"]["stu3"]
         self.tenant = self.consumer.onboard(provider)
-        self.cold_tenant = self.consumer.onboard(provider)
+        put_vault_secret(stack, "outage-upstream-bearer", "outage-upstream-token")
+        self.vault_tenant = new_tenant_id()
+        body = route_body(provider, [self.consumer.client_id],
+                          upstream_auth={"kind": "bearer", "secret_name": "outage-upstream-bearer"})
+        assert put_tenant(stack.manage, self.vault_tenant, body).status_code == 201
         self.token = self.consumer.token(self.tenant)
-        self.cold_token = self.consumer.token(self.cold_tenant)
-        self.unused_secret = add_secret(stack.manage, self.consumer.client_id)["client_secret"]
+        self.vault_token = self.consumer.token(self.vault_tenant)
+        self.wrong_secret = self.consumer.secret_id + "~" + "W" * 43
         self.fhir = stack.facts["fhir_base_urls"]["stu3"]
         self.control = stack.processes["keyvault"].ready["control_url"]
 
@@ -80,11 +93,12 @@ class App:
             headers={"X-Forwarded-For": source}, timeout=TIMEOUT)
 
     def cold(self, part: str) -> requests.Response:
-        """A request that needs the stopped part for something nothing has cached: a route never
-        used (Table Storage), a secret never presented (Key Vault)."""
+        """A request that needs the stopped part for something nothing has cached: a wrong secret
+        (its failure is counted in the shared limits table, Table Storage), an upstream credential
+        never read (Key Vault)."""
         if part == "azurite":
-            return self.read(self.cold_token)
-        return self.token_request(secret=self.unused_secret)
+            return self.token_request("192.0.2.60", self.wrong_secret)
+        return self.read(self.vault_token)
 
     def health(self) -> requests.Response:
         return requests.get(f"{self.stack.facts['gateway_base_url']}/api/health", timeout=TIMEOUT)
@@ -202,10 +216,10 @@ def outage_and_recovery(stack: Stack, app: App, part: str, component: str) -> Tr
         assert time.monotonic() - stopped < TTL - 0.5, "too slow to observe the warm window; the test is void"
         # Anything not cached fails closed at once, and health names the part.
         started = time.monotonic()
-        assert_fails_closed(app.cold(part), "fhir" if part == "azurite" else "token")
+        assert_fails_closed(app.cold(part), "token" if part == "azurite" else "fhir")
         assert time.monotonic() - started < SLOW
         assert_health(app, 503, **{component: "unavailable"})
-        manage = {"azurite": ("GET", "/tenants"), "keyvault": ("GET", f"/clients/{app.consumer.client_id}/secrets")}
+        manage = {"azurite": ("GET", "/tenants"), "keyvault": ("POST", "/signing-keys/rotate")}
         assert_problem(stack.manage(*manage[part]), 503)
         # Past the TTL nothing stale is used: the warm tenant and the token endpoint fail closed too.
         time.sleep(max(0.0, stopped + TTL + 0.5 - time.monotonic()))
@@ -215,9 +229,9 @@ def outage_and_recovery(stack: Stack, app: App, part: str, component: str) -> Tr
         restart(stack, part)
         assert eventually(lambda: app.read().status_code == 200, within=15), "FHIR reads did not recover"
         assert eventually(lambda: app.token_request().status_code == 200, within=15), "tokens did not recover"
-        assert app.cold(part).status_code == 200
+        assert app.cold(part).status_code == (401 if part == "azurite" else 200)
         assert_health(app, 200)
-        assert stack.manage(*manage[part]).status_code == 200
+        assert stack.manage(*manage[part]).status_code in (200, 201)
         time.sleep(0.3)
     return traffic
 
@@ -226,12 +240,12 @@ def test_key_vault_throttling_is_honoured_not_hammered(stack: Stack, app: App) -
     """429 + Retry-After: callers get an immediate 503 carrying the vault's wait, the vault is not
     asked again until the wait is over, and then everything works again."""
     wait = 2
-    fresh = add_secret(stack.manage, app.consumer.client_id)["client_secret"]  # its verifier: never cached
+    time.sleep(TTL + 0.3)  # every Key Vault item cached here (the verifier pepper, signing keys) is due
     app.vault_stats(reset=True)
     app.faults(status=429, retry_after=wait, count=1000)
     try:
         started = time.monotonic()
-        answers = [app.token_request(f"192.0.2.{n}", fresh) for n in range(10, 30)]
+        answers = [app.token_request(f"192.0.2.{n}") for n in range(10, 30)]
         burst = time.monotonic() - started
         for response in answers:
             assert_fails_closed(response, "token")
@@ -243,7 +257,7 @@ def test_key_vault_throttling_is_honoured_not_hammered(stack: Stack, app: App) -
     finally:
         app.faults(status=429, count=0)
     time.sleep(max(0.0, started + wait + 0.2 - time.monotonic()))
-    assert app.token_request("192.0.2.40", fresh).status_code == 200
+    assert app.token_request("192.0.2.40").status_code == 200
     assert app.read().status_code == 200
     assert_health(app, 200)
 
@@ -252,9 +266,9 @@ def test_key_vault_throttling_is_honoured_not_hammered(stack: Stack, app: App) -
 def test_a_short_vault_blip_is_retried_inside_the_call(stack: Stack, app: App, status: int,
                                                        retry_after: float | None) -> None:
     """One failure with a short (or no) Retry-After: the SDK retries at once and the caller never notices."""
-    fresh = add_secret(stack.manage, app.consumer.client_id)["client_secret"]  # its verifier: never cached
+    time.sleep(TTL + 0.3)  # the verifier pepper and signing keys are due: the next token reads the vault
     app.vault_stats(reset=True)
     app.faults(status=status, retry_after=retry_after, count=1)
-    assert app.token_request("192.0.2.50", fresh).status_code == 200
+    assert app.token_request("192.0.2.50").status_code == 200
     stats = app.vault_stats()["statuses"]
     assert stats.get(str(status)) == 1 and stats.get("200", 0) >= 1, stats

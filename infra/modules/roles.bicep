@@ -57,7 +57,7 @@ resource storageTableContributor 'Microsoft.Authorization/roleAssignments@2022-0
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributor)
     principalId: principalId
     principalType: 'ServicePrincipal'
-    description: 'FHIR gateway: tenants, clients, invitations and portal sessions tables'
+    description: 'FHIR gateway: tenants, clients, invitations, portal sessions and rate-limit tables'
   }
 }
 
@@ -68,7 +68,7 @@ resource vaultSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsOfficer)
     principalId: principalId
     principalType: 'ServicePrincipal'
-    description: 'FHIR gateway: client-secret verifiers, signing keys, upstream credentials'
+    description: 'FHIR gateway: client-secret verifier pepper, signing keys, upstream credentials'
   }
 }
 

@@ -1,6 +1,7 @@
 // Storage for the Functions host (keys, locks, diagnostic events), the deployment package
 // container and the gateway's tables (tenants = tenant routes, clients = client registry,
-// invitations = registration invitations, portalsessions = portal session generations).
+// invitations = registration invitations, portalsessions = portal session generations,
+// ratelimits = failure counts shared by every instance).
 // Reached only with Microsoft Entra ID (managed identity): shared keys are switched off, so no
 // connection string or SAS for this account can exist anywhere.
 
@@ -36,6 +37,9 @@ param invitationsTableName string
 
 @description('Table that holds portal session generations (GATEWAY_PORTAL_SESSIONS_TABLE).')
 param portalSessionsTableName string
+
+@description('Table that holds rate-limit counts shared by every instance (GATEWAY_LIMITS_TABLE).')
+param limitsTableName string
 
 @description('Days a deleted blob or container can be restored.')
 @minValue(1)
@@ -137,6 +141,11 @@ resource invitationsTable 'Microsoft.Storage/storageAccounts/tableServices/table
 resource portalSessionsTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
   parent: tableService
   name: portalSessionsTableName
+}
+
+resource limitsTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: limitsTableName
 }
 
 output name string = storage.name

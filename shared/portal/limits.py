@@ -4,13 +4,16 @@ The target is the client id typed into sign-in, or the invitation a registration
 limiter counts every attempt; a successful sign-in clears its client's count (not its address's:
 an attacker with one valid client must not be able to reset the counter it guesses others under).
 These limiters are the portal's own, so a locked portal sign-in never stops the client's app from
-getting tokens.
+getting tokens. Every attempt is also counted in Table Storage (`shared.aggregate_limits`), so the
+limits hold over all instances together, not per instance.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from shared.aggregate_limits import AggregateLimiter, SharedCounts
 from shared.ratelimit import RateLimiter
 from shared.settings import Settings
 
@@ -23,8 +26,12 @@ class PortalLimits:
     register_invitation: RateLimiter
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PortalLimits:
+    def from_settings(cls, settings: Settings, shared: Callable[[str, int], SharedCounts]) -> PortalLimits:
         window = settings.portal_attempt_window_seconds
         per_address, per_target = settings.portal_attempts_per_ip, settings.portal_attempts_per_client
-        return cls(RateLimiter(per_address, window), RateLimiter(per_target, window),
-                   RateLimiter(per_address, window), RateLimiter(per_target, window))
+
+        def limiter(name: str, limit: int) -> AggregateLimiter:
+            return AggregateLimiter(shared(name, limit), limit, window)
+
+        return cls(limiter("portal-signin-address", per_address), limiter("portal-signin-client", per_target),
+                   limiter("portal-register-address", per_address), limiter("portal-register-invitation", per_target))

@@ -71,6 +71,12 @@ class EntityTable(Protocol):
     def list(self) -> list[Entity]:
         ...
 
+    def list_prefix(self, prefix: str) -> list[Entity]:
+        """Entities whose key starts with `prefix` (non-empty)."""
+
+    def list_from(self, lowest: str) -> list[Entity]:
+        """Entities whose key is `lowest` or sorts after it (a key-range query: a seek, not a scan)."""
+
     def insert(self, key: str, data: dict[str, Any]) -> Entity:
         """Create only; raises AlreadyExists."""
 

@@ -1,7 +1,8 @@
 """`EntityTable` on Azure Table Storage (azure-data-tables): Azurite locally, a storage account in Azure.
 
-Each table holds one kind of record, so every entity shares one partition; row keys are the
-record ids (tenant GUIDs, client ids). Values are stored as Table properties; the callers
+Each table holds one kind of record per partition (by default the single partition `p`; the client
+table also keeps secret verifiers in their own partition); row keys are the record ids (tenant
+GUIDs, client ids). Values are stored as Table properties; the callers
 JSON-encode lists and objects, which keeps every write a single-entity, atomic replace.
 """
 
@@ -57,54 +58,76 @@ def _translated() -> Iterator[None]:
 class AzureTable:
     """One table; created on first use so a fresh Azurite or storage account needs no setup step."""
 
-    def __init__(self, service: TableServiceClient, name: str) -> None:
+    def __init__(self, service: TableServiceClient, name: str, partition: str = PARTITION) -> None:
         self._service = service
         self._name = name
+        self._partition = partition
         self._client: TableClient | None = None
         self._lock = threading.Lock()
         self._backoff = Backoff("table-storage")
+        self._root = self  # siblings share one SDK client, one creation and one backoff gate
 
     @classmethod
     def connect(cls, name: str, *, connection_string: str | None = None, endpoint: str | None = None,
-                credential: Any = None) -> AzureTable:
+                credential: Any = None, partition: str = PARTITION) -> AzureTable:
         if connection_string:
             service = TableServiceClient.from_connection_string(connection_string, **_SDK_OPTIONS)
         elif endpoint:
             service = TableServiceClient(endpoint=endpoint, credential=credential, **_SDK_OPTIONS)
         else:
             raise ValueError("set GATEWAY_TABLES_ENDPOINT (Azure) or GATEWAY_TABLES_CONNECTION_STRING (local)")
-        return cls(service, name)
+        return cls(service, name, partition)
+
+    def sibling(self, partition: str) -> AzureTable:
+        """The same table and SDK client, another partition (e.g. client secrets beside client rows)."""
+        twin = AzureTable(self._service, self._name, partition)
+        twin._root = self._root
+        return twin
 
     def _table(self) -> TableClient:
-        if self._client is None:
-            with self._lock, _translated():
-                if self._client is None:
-                    self._client = self._service.create_table_if_not_exists(self._name)
-        return self._client
+        root = self._root
+        if root._client is None:
+            with root._lock, _translated():
+                if root._client is None:
+                    root._client = self._service.create_table_if_not_exists(self._name)
+        return root._client
 
     def _call(self, fn: Callable[[TableClient], T]) -> T:
         may_block()  # network I/O: never on the event loop (shared/offloop.py)
-        self._backoff.check()  # while the service is down or throttling us: fail fast, do not call it
+        backoff = self._root._backoff
+        backoff.check()  # while the service is down or throttling us: fail fast, do not call it
         try:
             table = self._table()
             with _translated():
                 return fn(table)
         except StoreUnavailable as exc:
-            self._backoff.failed(exc)
+            backoff.failed(exc)
             raise
 
     def get(self, key: str) -> Entity:
-        return _entity(self._call(lambda t: t.get_entity(PARTITION, key)))
+        return _entity(self._call(lambda t: t.get_entity(self._partition, key)))
 
     def list(self) -> list[Entity]:
-        return self._call(lambda t: [_entity(e) for e in t.query_entities(f"PartitionKey eq '{PARTITION}'")])
+        return self._call(lambda t: [_entity(e) for e in t.query_entities("PartitionKey eq @p",
+                                                                           parameters={"p": self._partition})])
+
+    def list_prefix(self, prefix: str) -> list[Entity]:
+        """Entities whose row key starts with `prefix`: a key-range query, not a scan."""
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        return self._call(lambda t: [_entity(e) for e in t.query_entities(
+            "PartitionKey eq @p and RowKey ge @lo and RowKey lt @hi",
+            parameters={"p": self._partition, "lo": prefix, "hi": upper})])
+
+    def list_from(self, lowest: str) -> list[Entity]:
+        return self._call(lambda t: [_entity(e) for e in t.query_entities(
+            "PartitionKey eq @p and RowKey ge @lo", parameters={"p": self._partition, "lo": lowest})])
 
     def insert(self, key: str, data: dict[str, Any]) -> Entity:
-        meta = self._call(lambda t: t.create_entity(_row(key, data)))
+        meta = self._call(lambda t: t.create_entity(self._row(key, data)))
         return Entity(key, dict(data), meta.get("etag"))
 
     def replace(self, key: str, data: dict[str, Any], etag: str | None = None) -> Entity:
-        row = _row(key, data)
+        row = self._row(key, data)
         if etag is None:
             meta = self._call(lambda t: t.upsert_entity(row, mode=UpdateMode.REPLACE))
         else:
@@ -115,16 +138,15 @@ class AzureTable:
     def delete(self, key: str, etag: str | None = None) -> None:
         # The SDK treats deleting a missing entity as success; the API must say 404, so read first.
         current = self.get(key)
-        self._call(lambda t: t.delete_entity(PARTITION, key, etag=etag or current.etag,
+        self._call(lambda t: t.delete_entity(self._partition, key, etag=etag or current.etag,
                                              match_condition=MatchConditions.IfNotModified))
 
     def ping(self) -> None:
         self._call(lambda t: next(iter(t.query_entities(f"PartitionKey eq '{PARTITION}'", results_per_page=1)),
                                   None))
 
-
-def _row(key: str, data: dict[str, Any]) -> dict[str, Any]:
-    return {"PartitionKey": PARTITION, "RowKey": key, **data}
+    def _row(self, key: str, data: dict[str, Any]) -> dict[str, Any]:
+        return {"PartitionKey": self._partition, "RowKey": key, **data}
 
 
 def _entity(raw: Any) -> Entity:
