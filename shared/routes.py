@@ -198,7 +198,7 @@ class TenantRegistry:
         route, etag = self.get(tenant_id)
         disabled = replace(route, enabled=False, updated=self._now())
         entity = self._table.replace(disabled.tenant_id, disabled.to_entity(), etag=if_match or etag)
-        self._forget(disabled.tenant_id)
+        self._snapshot.changed(disabled.tenant_id)
         return disabled, entity.etag
 
     def delete(self, tenant_id: str, if_match: str | None = None) -> None:

@@ -71,10 +71,10 @@ class App:
         self.consumer = Consumer(stack, "Outage test client")
         provider = stack.facts["provider_base_urls"]["stu3"]
         self.tenant = self.consumer.onboard(provider)
-        put_vault_secret(stack, "outage-upstream-bearer", "outage-upstream-token")
+        put_vault_secret(stack, "upstream-outage-bearer", "outage-upstream-token")
         self.vault_tenant = new_tenant_id()
         body = route_body(provider, [self.consumer.client_id],
-                          upstream_auth={"kind": "bearer", "secret_name": "outage-upstream-bearer"})
+                          upstream_auth={"kind": "bearer", "secret_name": "upstream-outage-bearer"})
         assert put_tenant(stack.manage, self.vault_tenant, body).status_code == 201
         self.token = self.consumer.token(self.tenant)
         self.vault_token = self.consumer.token(self.vault_tenant)
