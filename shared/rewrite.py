@@ -103,6 +103,14 @@ def _signed(raw: bytes, sign_page: PageSigner) -> bytes | None:
     return json.dumps(signed)[1:-1].encode() if signed else None
 
 
+def rewrite_url(url: str, provider_base: str, gateway_base: str) -> str:
+    """Same rule for a header value such as Location or Content-Location."""
+    base = provider_base.rstrip("/")
+    if url == base or url.startswith((base + "/", base + "?", base + "#")):
+        return gateway_base + url[len(base):]
+    return url
+
+
 class StreamRewriter:
     """`rewrite_body` over a body that arrives in chunks, with byte-identical output.
 
