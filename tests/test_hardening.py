@@ -489,7 +489,7 @@ class CountingVault:
 
 def test_the_paging_key_is_created_once_cached_and_never_read_on_the_event_loop() -> None:
     vault, clock = CountingVault(), [0.0]
-    key = PagingKey(vault, lambda: clock[0])  # type: ignore[arg-type]
+    key = PagingKey(vault, lambda: clock[0])
 
     async def read_on_the_loop() -> bytes:
         return await inline_or_thread(key.current)
