@@ -25,6 +25,10 @@ so a test routes one tenant per fault and every fault can run side by side. Mode
 ``foreign-location`` ``ok``, with Location and Content-Location headers naming another host
 ``outcome-404``     404 with an OperationOutcome that names this base's URLs
 ``extra-types``     a Patient searchset that also carries an Observation and a Condition entry
+``pages``           HAPI-style paging: a search answers ``?_count=N`` (default 2) Patients and a
+                    system-level next link ``{base}?_getpages=abc&_getpagesoffset=N``, written with
+                    JSON escapes (``\\u0026``, ``\\/``) and after the entries (so it streams when large);
+                    a GET of the base with ``_getpages`` answers the last page (no next link)
 
 ``GET /_admin/requests`` lists what was asked (method, mode, path, query, body, trace headers; never credentials)
 ``POST /_admin/requests/clear`` empties it, so tests can count requests, including retries.
@@ -60,7 +64,7 @@ STATUSES = (500, 502, 503, 504)
 BODIES = ("json", "html", "empty")
 MODES = ("ok", "delay", "reset-before", "reset-mid-body", "truncated-body", "truncated-json", "non-json", "huge",
          "huge-chunked", "drip-body", "drip-headers", "slow", "stream", "stream-reset",
-         "redirect", "foreign-location", "outcome-404", "extra-types",
+         "redirect", "foreign-location", "outcome-404", "extra-types", "pages",
          *(f"status-{code}-{body}" for code in STATUSES for body in BODIES))
 
 
@@ -206,6 +210,22 @@ class Handler(BaseHTTPRequestHandler):
                                                                              "id": "o1", "status": "final"}},
                            {"fullUrl": f"{base}/Condition/c1", "resource": {"resourceType": "Condition", "id": "c1"}}]
         self._send(200, json.dumps(found).encode(), FHIR_JSON)
+
+    def _mode_pages(self, base: str, path: list[str]) -> None:
+        query = dict(parse_qsl(urlsplit(self.path).query))
+        if not path and "_getpages" in query:
+            page = {"resourceType": "Bundle", "type": "searchset", "total": 3, "entry": [
+                {"fullUrl": f"{base}/Patient/last", "resource": {"resourceType": "Patient", "id": "last"}}]}
+            self._send(200, json.dumps(page).encode(), FHIR_JSON)
+            return
+        count = int(query["_count"]) if query.get("_count", "").isdigit() else 2
+        entries = [{"fullUrl": f"{base}/Patient/p{i}", "resource": {"resourceType": "Patient", "id": f"p{i}",
+                                                                   "text": {"div": "x" * 400}}} for i in range(count)]
+        found = {"resourceType": "Bundle", "type": "searchset", "total": count + 1, "entry": entries,
+                 "link": [{"relation": "self", "url": f"{base}/Patient?_count={count}"},
+                          {"relation": "next", "url": f"{base}?_getpages=abc&_getpagesoffset={count}"}]}
+        body = json.dumps(found).replace("&", "\\u0026").replace("/", "\\/")
+        self._send(200, body.encode(), FHIR_JSON)
 
     def _mode_delay(self, base: str, path: list[str]) -> None:
         time.sleep(self.server.options.delay)

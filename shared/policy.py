@@ -19,8 +19,11 @@ DEFAULT_RESOURCE_TYPES = frozenset({
     "Patient", "Observation", "Condition", "Encounter", "AllergyIntolerance", "MedicationRequest",
     "MedicationOrder", "Coverage", "Location", "Practitioner", "Organization",
 })
+# The MAC the gateway adds to the page links it hands out (shared/page_links.py): accepted here, then
+# checked and removed by the proxy before anything is forwarded.
+PAGE_SIGNATURE = "_gateway_page"
 PAGING_PARAMS = frozenset({"_getpages", "_getpagesoffset", "_count", "_pretty", "_bundletype", "_format",
-                           "_offset", "_page", "page"})
+                           "_offset", "_page", "page", PAGE_SIGNATURE})
 MAX_BATCH_ENTRIES = 100
 _TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")

@@ -4,7 +4,8 @@ The tenant comes only from the verified token (ROUTE-3); the upstream URL is bui
 tenant's configured base and validated path pieces, so the proxy cannot be pointed at any other
 host. The pieces it orchestrates each stand alone: `ProviderClient` (pools, deadlines, retries,
 bounded streaming reads), `BatchRunner` (concurrent entries, fair shares, deadline, size cap),
-`StreamRewriter` (provider base → gateway base, chunk by chunk) and the R4 bridge.
+`StreamRewriter` (provider base → gateway base, chunk by chunk), `PageLinks` (system-level page
+links signed for the tenant on the way out, verified on the way in) and the R4 bridge.
 
 Passthrough answers stream: once the first `HEAD_BYTES` (or the whole body, if smaller) are in and
 look like FHIR JSON, status and headers go out and the rest follows chunk by chunk, rewritten as it
@@ -35,6 +36,7 @@ from shared.errors import FhirError, StoreUnavailable, operation_outcome
 from shared.http import Request, Response
 from shared.jsonbody import InvalidJson, loads_strict
 from shared.offloop import inline_or_thread
+from shared.page_links import PageLinks, PagingKey
 from shared.policy import (
     DEFAULT_RESOURCE_TYPES,
     MAX_BATCH_ENTRIES,
@@ -69,9 +71,10 @@ _STATUS_TEXT = {200: "200 OK", 304: "304 Not Modified", 400: "400 Bad Request", 
 
 class FhirProxy:
     def __init__(self, settings: Settings, tokens: TokenService, clients: ClientRegistry, tenants: TenantRegistry,
-                 upstream_auth: UpstreamAuthenticator) -> None:
+                 upstream_auth: UpstreamAuthenticator, paging_key: PagingKey) -> None:
         self._settings = settings
         self._tokens, self._clients, self._tenants, self._auth = tokens, clients, tenants, upstream_auth
+        self._paging_key = paging_key
         self._provider = ProviderClient(settings.upstream_connect_timeout_seconds,
                                         settings.upstream_read_timeout_seconds, settings.upstream_retries,
                                         settings.max_upstream_response_bytes)
@@ -101,11 +104,11 @@ class FhirProxy:
     async def _handle(self, req: Request, version: str, path: str, urls: Urls, audit: Audit) -> Response:
         if len(req.body) > self._settings.max_request_body_bytes:
             raise FhirError(413, "too-costly", "request body too large")
-        claims, route, authorization = await inline_or_thread(self._who_and_where, req, version, urls)
+        claims, route, authorization, pages = await inline_or_thread(self._who_and_where, req, version, urls)
         audit.client_id, audit.tenant_id = claims.client_id, claims.tenant_id
         if req.method.upper() == "POST" and not path.strip("/"):
             audit.interaction = "batch"
-            return await self._batch(req, route, version, urls, audit, authorization)
+            return await self._batch(req, route, version, urls, audit, authorization, pages)
         form = req.body if req.method.upper() == "POST" else b""
         if form and not req.headers.get("content-type", "").lower().startswith("application/x-www-form-urlencoded"):
             raise FhirError(415, "not-supported", "POST _search needs an application/x-www-form-urlencoded body")
@@ -115,15 +118,20 @@ class FhirProxy:
             raise FhirError(400, "invalid", "the search body is not UTF-8") from exc
         audit.interaction, audit.resource_type = action.kind, action.resource_type
         check_resource_type(action.resource_type, route.resource_types)
-        return await self._exchange(route, version, action, req.headers, urls, audit, authorization, stream=True)
+        return await self._exchange(route, version, action, req.headers, urls, audit, authorization, pages,
+                                    stream=True)
 
     # --- who and where: in-memory almost always; a cache miss blocks (Table Storage, Key Vault, the
     # provider's IdP), and then the step runs on a thread (shared/offloop.py) ---------------------
 
-    def _who_and_where(self, req: Request, version: str, urls: Urls) -> tuple[AccessClaims, TenantRoute, str | None]:
+    def _who_and_where(self, req: Request, version: str, urls: Urls
+                       ) -> tuple[AccessClaims, TenantRoute, str | None, PageLinks]:
+        """The paging key is read here too: answers stream on the event loop, where signing their page
+        links must not wait for Key Vault."""
         claims = self._authenticate(req, urls)
         route = self._route(claims, version)
-        return claims, route, self._auth.authorization(route.tenant_id, route.provider_base_url, route.upstream_auth)
+        authorization = self._auth.authorization(route.tenant_id, route.provider_base_url, route.upstream_auth)
+        return claims, route, authorization, PageLinks(self._paging_key.current(), route.tenant_id)
 
     def _authenticate(self, req: Request, urls: Urls) -> AccessClaims:
         scheme, _, token = (req.headers.get("authorization") or "").strip().partition(" ")
@@ -151,10 +159,11 @@ class FhirProxy:
     # --- exchange ---------------------------------------------------------------------------------
 
     async def _exchange(self, route: TenantRoute, version: str, action: Interaction, headers: Any, urls: Urls,
-                        audit: Audit, authorization: str | None, *, stream: bool, limit: int | None = None
-                        ) -> Response:
-        """Ask the provider in its own dialect, answer the client in the facade's."""
-        asked = _provider_action(route, version, action)
+                        audit: Audit, authorization: str | None, pages: PageLinks, *, stream: bool,
+                        limit: int | None = None) -> Response:
+        """Ask the provider in its own dialect, answer the client in the facade's. A paging request
+        goes on only as a link this tenant was handed (400 otherwise), without the gateway's MAC."""
+        asked = _provider_action(route, version, pages.verified(action))
         bridged = route.fhir_version == "r4"
         url = f"{route.provider_base_url}/{asked.upstream_path}"
         out = {name: headers.get(name) for name in _PASS_REQUEST if headers.get(name)}
@@ -173,7 +182,7 @@ class FhirProxy:
         upstream = await self._send(route, method, url, out, data, audit, authorization, whole=whole, limit=limit)
         if bridged:
             upstream = _bridge(upstream, version, asked, route, audit)
-        return _shape(upstream, route, version, urls, audit)
+        return _shape(upstream, route, version, urls, audit, pages)
 
     async def _send(self, route: TenantRoute, method: str, url: str, headers: dict[str, str], data: bytes | None,
                     audit: Audit, authorization: str | None, *, whole: bool, limit: int | None = None) -> Upstream:
@@ -195,30 +204,30 @@ class FhirProxy:
     # --- batch (FHIR-2) -------------------------------------------------------------------------
 
     async def _batch(self, req: Request, route: TenantRoute, version: str, urls: Urls, audit: Audit,
-                     authorization: str | None) -> Response:
+                     authorization: str | None, pages: PageLinks) -> Response:
         bundle = _parse_bundle(req.body)
         entries = bundle.get("entry") or []
         if not isinstance(entries, list) or len(entries) > MAX_BATCH_ENTRIES:
             raise FhirError(400, "invalid", f"a batch holds a list of at most {MAX_BATCH_ENTRIES} entries")
         audit.entries = len(entries)
         if route.batch_passthrough and route.fhir_version != "r4":  # R4 entries must be bridged one by one
-            return await self._batch_passthrough(entries, route, version, urls, audit, authorization)
+            return await self._batch_passthrough(entries, route, version, urls, audit, authorization, pages)
 
         async def fetch(entry: object, budget: int) -> bytes:
-            return await self._batch_entry(entry, req, route, version, urls, audit, authorization, budget)
+            return await self._batch_entry(entry, req, route, version, urls, audit, authorization, pages, budget)
 
         return Response(200, b"", {"Content-Type": CONTENT_TYPE[version]},
                         stream=self._batches.run(route.tenant_id, entries, fetch))
 
     async def _batch_entry(self, entry: object, req: Request, route: TenantRoute, version: str, urls: Urls,
-                           audit: Audit, authorization: str | None, budget: int) -> bytes:
+                           audit: Audit, authorization: str | None, pages: PageLinks, budget: int) -> bytes:
         """One batch-response entry as JSON bytes. The resource is spliced in as the provider's bytes:
         `_shape` has checked they are one JSON object, so parsing and re-serialising them is waste."""
         try:
             action = batch_entry_interaction(entry)
             check_resource_type(action.resource_type, route.resource_types)
             response = await self._exchange(route, version, action, req.headers, urls, audit, authorization,
-                                            stream=False, limit=min(budget, self._provider.size_limit))
+                                            pages, stream=False, limit=min(budget, self._provider.size_limit))
             resource, status, headers = response.body, response.status, response.headers
         except FhirError as exc:
             outcome = operation_outcome(exc.code, exc.diagnostics)
@@ -231,38 +240,42 @@ class FhirProxy:
         return head + (b',"resource":' + resource + b"}" if resource else b"}")
 
     async def _batch_passthrough(self, entries: list, route: TenantRoute, version: str, urls: Urls,
-                                 audit: Audit, authorization: str | None) -> Response:
-        """For providers that run batches well: validate every entry, then send the Bundle the gateway
-        validated (never the client's raw bytes) and stream the provider's batch-response."""
+                                 audit: Audit, authorization: str | None, pages: PageLinks) -> Response:
+        """For providers that run batches well: validate every entry (a paging entry must be a link
+        this tenant was handed), then send the Bundle the gateway validated (never the client's raw
+        bytes) and stream the provider's batch-response."""
         actions = []
         for entry in entries:
             action = batch_entry_interaction(entry)
             check_resource_type(action.resource_type, route.resource_types)
-            actions.append(_provider_action(route, version, action))
+            actions.append(_provider_action(route, version, pages.verified(action)))
         headers = {"Content-Type": CONTENT_TYPE[version], "Accept": CONTENT_TYPE[version],
                    "X-Request-Id": audit.request_id, "traceparent": _traceparent()}
         upstream = await self._send(route, "POST", route.provider_base_url, headers, passthrough_bundle(actions),
                                     audit, authorization, whole=route.resource_types is not None)
-        return _shape(upstream, route, version, urls, audit)
+        return _shape(upstream, route, version, urls, audit, pages)
 
 
 # --- shaping the answer ---------------------------------------------------------------------------
 
-def _shape(upstream: Upstream, route: TenantRoute, version: str, urls: Urls, audit: Audit) -> Response:
+def _shape(upstream: Upstream, route: TenantRoute, version: str, urls: Urls, audit: Audit,
+           pages: PageLinks) -> Response:
     """Status, headers and body for the client. Decided on the head alone: a streamed answer's
-    status is committed here, before the rest of its body has arrived."""
+    status is committed here, before the rest of its body has arrived. System-level page links in
+    the body are signed for the tenant on either path (whole or streamed)."""
     try:
-        response = _shape_head(upstream, route, version, urls, audit)
+        response = _shape_head(upstream, route, version, urls, audit, pages)
     except BaseException:
         upstream.close()
         raise
     if response is None:
-        return _stream(upstream, route, version, urls)
+        return _stream(upstream, route, version, urls, pages)
     upstream.close()
     return response
 
 
-def _shape_head(upstream: Upstream, route: TenantRoute, version: str, urls: Urls, audit: Audit) -> Response | None:
+def _shape_head(upstream: Upstream, route: TenantRoute, version: str, urls: Urls, audit: Audit,
+                pages: PageLinks) -> Response | None:
     """The whole response where it is decided by the head; None where the body streams through."""
     gateway_base = urls.fhir_base(version)
     headers = _response_headers(upstream, route, gateway_base)
@@ -279,7 +292,7 @@ def _shape_head(upstream: Upstream, route: TenantRoute, version: str, urls: Urls
         return None
     headers["Content-Type"] = CONTENT_TYPE[version]
     body = _only_allowed_entries(upstream.head, route, audit)
-    return Response(upstream.status, rewrite_body(body, route.provider_base_url, gateway_base), headers)
+    return Response(upstream.status, rewrite_body(body, route.provider_base_url, gateway_base, pages.sign), headers)
 
 
 def _only_allowed_entries(body: bytes, route: TenantRoute, audit: Audit) -> bytes:
@@ -298,12 +311,12 @@ def _only_allowed_entries(body: bytes, route: TenantRoute, audit: Audit) -> byte
     return orjson.dumps(bundle)
 
 
-def _stream(upstream: Upstream, route: TenantRoute, version: str, urls: Urls) -> Response:
+def _stream(upstream: Upstream, route: TenantRoute, version: str, urls: Urls, pages: PageLinks) -> Response:
     gateway_base = urls.fhir_base(version)
     headers = _response_headers(upstream, route, gateway_base)
     headers["Content-Type"] = CONTENT_TYPE[version]
-    return Response(upstream.status, b"", headers,
-                    stream=_rewritten(upstream, StreamRewriter(route.provider_base_url, gateway_base)))
+    rewriter = StreamRewriter(route.provider_base_url, gateway_base, pages.sign)
+    return Response(upstream.status, b"", headers, stream=_rewritten(upstream, rewriter))
 
 
 async def _rewritten(upstream: Upstream, rewriter: StreamRewriter) -> AsyncIterator[bytes]:

@@ -16,6 +16,7 @@ from shared.clientaddr import AddressSource
 from shared.clients import ClientRegistry
 from shared.health import CachedProbe
 from shared.invitations import InvitationRegistry
+from shared.page_links import PagingKey
 from shared.portal.generations import SessionGenerations
 from shared.portal.limits import PortalLimits
 from shared.portal.sessions import SessionSigner
@@ -84,7 +85,8 @@ def build_services(settings: Settings) -> Services:
     upstream = UpstreamAuthenticator(
         secrets, timeout=(settings.upstream_connect_timeout_seconds, settings.upstream_read_timeout_seconds),
         secret_ttl=settings.secret_cache_ttl_seconds)
-    proxy = FhirProxy(settings, tokens, clients, tenants, upstream)
+    # Page links: their own HMAC key in Key Vault (`paging-link-key`), created on first use
+    proxy = FhirProxy(settings, tokens, clients, tenants, upstream, PagingKey(secrets))
     invitations = InvitationRegistry(AzureTable.connect(settings.invitations_table, **tables))
     sessions = SessionSigner(secrets)  # portal sessions: an HMAC key in Key Vault, created on first use
     generations = SessionGenerations(AzureTable.connect(settings.portal_sessions_table, **tables))

@@ -21,9 +21,7 @@ import json
 from collections.abc import Callable
 
 from shared.errors import FhirError
-from shared.policy import Interaction
-
-PAGE_SIGNATURE = "_gateway_page"
+from shared.policy import PAGE_SIGNATURE, Interaction
 
 
 def client_location(value: str | None, provider_base: str, rewrite: Callable[[str], str]) -> str | None:

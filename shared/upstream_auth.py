@@ -74,7 +74,8 @@ MAX_REFRESH_MARGIN = 60.0
 MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
 
 # Upstream credentials live in their own Key Vault name space. The gateway's own secrets
-# (signing-key-*, client-*, portal-session-key) never start with it, so no route can name them.
+# (signing-key-*, client-*, portal-session-key, paging-link-key) never start with it, so no route
+# can name them.
 SECRET_PREFIX = "upstream-"  # noqa: S105 (a name space, not a password)
 _SECRET_NAME = re.compile(re.escape(SECRET_PREFIX) + r"[0-9A-Za-z-]{1,118}")
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3 scope-token

@@ -5,9 +5,11 @@ end-to-end checks go through the running local stack (real host, Azurite, Key Va
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import secrets
+import threading
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -15,14 +17,18 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from shared.errors import FhirError, StoreUnavailable
+from shared.errors import FhirError, NotFound, StoreUnavailable
 from shared.health import CachedProbe
 from shared.jsonbody import InvalidJson, loads_strict
+from shared.offloop import inline_or_thread
 from shared.outbound import BadUrl, OutboundPolicy, is_loopback_host, normalise_url
+from shared.page_links import KEY_NAME as PAGING_KEY_NAME
+from shared.page_links import PageLinks, PagingKey
 from shared.policy import batch_entry_interaction, drop_disallowed_entries, interaction_for
 from shared.portal.sessions import KEY_NAME as PORTAL_KEY_NAME
 from shared.routes import TenantRoute, parse_route
 from shared.signing import PREFIX as SIGNING_KEY_PREFIX
+from shared.stores import SecretRecord
 from shared.stores.tables import AzureTable
 from shared.upstream_answers import (
     check_not_redirect,
@@ -89,7 +95,8 @@ def test_azure_ad_scope_is_the_provider_audience_or_on_the_operator_allow_list()
 def test_the_gateways_own_secrets_can_never_be_referenced(stack: Any, manage: Any, client_id: str,
                                                           kind: str) -> None:
     kid = requests.get(f"{stack.facts['gateway_base_url']}/api/oauth2/jwks", timeout=TIMEOUT).json()["keys"][0]["kid"]
-    own = [PORTAL_KEY_NAME, f"{SIGNING_KEY_PREFIX}{kid}", f"client-{client_id}-s1", "gateway-anything"]
+    own = [PORTAL_KEY_NAME, PAGING_KEY_NAME, f"{SIGNING_KEY_PREFIX}{kid}", f"client-{client_id}-s1",
+           "gateway-anything"]
     extra = {"bearer": {},
              "client_credentials": {"token_url": "https://idp.example.org/token", "client_id": "gw"},
              "smart_backend": {"token_url": "https://idp.example.org/token", "client_id": "gw", "alg": "RS384",
@@ -462,3 +469,59 @@ def test_page_links_are_accepted_only_as_signed_for_the_tenant() -> None:
         with pytest.raises(FhirError) as caught:
             verified_page_query(key, "tenant-a", attempt)
         assert caught.value.status == 400
+class CountingVault:
+    """Just enough of a SecretStore for the paging key: a dict, and the thread of every read."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self.read_on: list[int] = []
+
+    def get_secret(self, name: str) -> SecretRecord:
+        self.read_on.append(threading.get_ident())
+        if name not in self.values:
+            raise NotFound(name)
+        return SecretRecord(name, self.values[name])
+
+    def set_secret(self, name: str, value: str, **attributes: Any) -> SecretRecord:
+        self.values[name] = value
+        return SecretRecord(name, value)
+
+
+def test_the_paging_key_is_created_once_cached_and_never_read_on_the_event_loop() -> None:
+    vault, clock = CountingVault(), [0.0]
+    key = PagingKey(vault, lambda: clock[0])
+
+    async def read_on_the_loop() -> bytes:
+        return await inline_or_thread(key.current)
+
+    first = asyncio.run(read_on_the_loop())
+    assert list(vault.values) == [PAGING_KEY_NAME] and len(first) == 32
+    assert vault.read_on and threading.get_ident() not in vault.read_on  # cold: read on a thread
+    reads = len(vault.read_on)
+    assert asyncio.run(read_on_the_loop()) == first and len(vault.read_on) == reads  # warm: from memory
+    clock[0] += 301
+    assert asyncio.run(read_on_the_loop()) == first and len(vault.read_on) == reads + 1  # past its TTL: re-read
+    assert threading.get_ident() not in vault.read_on
+    assert PagingKey(vault).current() == first  # another instance shares it
+
+
+def test_a_signed_page_link_goes_to_the_provider_without_its_mac_and_only_for_its_tenant() -> None:
+    links = PageLinks(b"k" * 32, "tenant-a")
+    signed = links.sign("_getpages=a/b&_getpagesoffset=10")
+    assert signed is not None and signed.startswith("_getpages=a%2Fb&_getpagesoffset=10&_gateway_page=")
+    followed = interaction_for("GET", "", signed)
+    assert links.verified(followed).query == (("_getpages", "a/b"), ("_getpagesoffset", "10"))
+    for other in (PageLinks(b"k" * 32, "tenant-b"), PageLinks(b"j" * 32, "tenant-a")):
+        with pytest.raises(FhirError) as caught:
+            other.verified(followed)
+        assert caught.value.status == 400
+    search = interaction_for("GET", "Patient", "name=x")
+    assert links.verified(search) is search  # searches are judged by policy, not signed
+
+
+def test_page_link_queries_the_gateway_would_refuse_anyway_are_left_unsigned() -> None:
+    links = PageLinks(b"k" * 32, "tenant-a")
+    for query in ("_getpages=\ud800", "bad name=1", "_count=\u00b2", "&".join(["a=1"] * 101)):
+        assert links.sign(query) is None, query
+
+
