@@ -26,7 +26,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bench.load import Target, interleaved_latency, throughput, wrk, wrk_together
-from bench.rig import BIG_SEARCH, Provider, Rig, Route
+from bench.rig import BIG_SEARCH, Rig, Route
 from devtools.stack import ROOT
 
 CONNECTIONS = (1, 8, 32)
@@ -320,13 +320,10 @@ def memory(rig: Rig, headline_mb: int, concurrent: int, repeats: int) -> dict:
     size, then `concurrent` of the headline size at once; the baseline only at the headline size,
     one at a time (it holds each answer whole, twice: bigger sizes or many at once could exhaust
     this machine's memory). Worst of `repeats`; MB of RSS are MiB."""
-    def worst(provider: Provider, gateway: str, concurrent: int = 1) -> dict:
-        runs = [_peak_extra(provider.routes[gateway], concurrent) for _ in range(repeats)]
-        return {"bundle_bytes": rig.sizes[f"bundle_{provider.name.removeprefix('big')}mb"], "concurrent": concurrent,
-                "runs": runs, "extra_mb": max(r["extra_mb"] for r in runs)}
+    def worst(mb: int, gateway: str, concurrent: int = 1) -> dict:
+        runs = [_peak_extra(rig.bundles[mb].routes[gateway], concurrent) for _ in range(repeats)]
+        return {"bundle_bytes": rig.sizes[f"bundle_{mb}mb"], "concurrent": concurrent, "runs": runs,
+                "extra_mb": max(r["extra_mb"] for r in runs)}
 
-    headline = rig.bundles[headline_mb]
-    return {"headline_mb": headline_mb,
-            "sizes": {mb: worst(provider, "gateway") for mb, provider in sorted(rig.bundles.items())},
-            "baseline": worst(headline, "baseline"),
-            "concurrent": worst(headline, "gateway", concurrent)}
+    return {"headline_mb": headline_mb, "sizes": {mb: worst(mb, "gateway") for mb in sorted(rig.bundles)},
+            "baseline": worst(headline_mb, "baseline"), "concurrent": worst(headline_mb, "gateway", concurrent)}

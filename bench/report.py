@@ -31,7 +31,7 @@ def _ms(value: float) -> str:
 
 
 def _added(added: dict) -> str:
-    return f"+{_ms(added['p50_ms'])} p50, +{_ms(added['p99_ms'])} p99"
+    return f"{added['p50_ms']:+.2f} ms p50, {added['p99_ms']:+.2f} ms p99"
 
 
 def latency_rows(lat: dict) -> list[Row]:
