@@ -16,6 +16,7 @@ round trip away (page and batch figures), and one per big search Bundle size (me
 from __future__ import annotations
 
 import subprocess
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,10 +151,13 @@ def add_worktree(rev: str, path: Path) -> str:
 
 
 def remove_worktree(path: Path) -> None:
-    """Removes the worktree and git's record of it; quiet if it was never created."""
+    """Removes the worktree and git's record of it (nothing to do if it was never created). A failure
+    is only reported: it runs in a `finally`, and must not hide the error that got there."""
     if path.exists():
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)], check=False,
-                       capture_output=True)
+        done = subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)], check=False,
+                              capture_output=True, text=True)
+        if done.returncode:
+            print(f"bench: could not remove the baseline worktree {path}: {done.stderr.strip()}", file=sys.stderr)
 
 
 def start_rig(work: Path, baseline_tree: Path, baseline_rev: str, bundle_mb: tuple[int, ...],
