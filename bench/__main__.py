@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -95,8 +96,15 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return {"rows": rows, "figures": measured, "sizes": rig.sizes, "baseline": commit, "phase_seconds": timings}
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (a timeout, a supervisor) unwinds like an error, so every `finally` stops the stacks and
+    nginx and removes the baseline's worktree; Python's default would leave them all behind."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     started, when = time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds")
     facts = report.machine()
     work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))

@@ -143,8 +143,11 @@ class Rig:
 def add_worktree(rev: str, path: Path) -> str:
     """A detached worktree of `rev` at `path` (nothing is ever committed from it); returns the short
     commit id, so the report names exactly what the baseline was."""
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", f"{rev}^{{commit}}"], check=True,
-                            capture_output=True, text=True).stdout.strip()
+    found = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", f"{rev}^{{commit}}"], check=False,
+                           capture_output=True, text=True)
+    if found.returncode:
+        raise SystemExit(f"bench: --baseline {rev}: not a commit of this repository")
+    commit = found.stdout.strip()
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), commit], check=True,
                    capture_output=True)
     return commit
