@@ -53,8 +53,8 @@ _PROVIDER = """
         default_type application/fhir+json;
         etag on;
         location ~ ^/wan/fhir/(?<rest>.*)$ {{ echo_sleep {delay}; echo_exec /_/wan/fhir/$rest; }}
-        location ~ ^(/_)?/(?<tree>[a-z]+)/fhir/(?<rtype>[A-Za-z]+)$ {{ try_files /$tree/search/$rtype.json =404; }}
-        location ~ ^(/_)?/(?<tree>[a-z]+)/fhir/(?<rtype>[A-Za-z]+)/(?<rid>[A-Za-z0-9.-]+)$ {{
+        location ~ ^(/_)?/(?<tree>[a-z0-9]+)/fhir/(?<rtype>[A-Za-z]+)$ {{ try_files /$tree/search/$rtype.json =404; }}
+        location ~ ^(/_)?/(?<tree>[a-z0-9]+)/fhir/(?<rtype>[A-Za-z]+)/(?<rid>[A-Za-z0-9.-]+)$ {{
             try_files /$tree/read/$rtype/$rid.json =404;
         }}
     }}

@@ -2,7 +2,7 @@
 
 The nginx provider serves the sample EHR's own answers for the Patients app's requests, with the
 EHR's base URL replaced by the nginx base (so the gateway's URL rewriting does its real work),
-plus a search Bundle of about 50 MB for the memory figure.
+plus search Bundles of configurable sizes for the memory figure (issue #12: 6, 60 and 300 MB).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 import requests
 
-BIG_BUNDLE_BYTES = 50 * 1024 * 1024
 TIMEOUT = 30
+_BLOCK = "BENCHBLOCKNO"  # stands for the block number in the ids of one block of Bundle entries
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,9 @@ def page_requests(ehr_base: str) -> PageRequests:
     raise RuntimeError("no patient with vital signs and encounters in the sample EHR")
 
 
-def write_static_tree(www: Path, ehr_base: str, bases: dict[str, str], big_base: str, reqs: PageRequests) -> dict:
+def write_static_tree(www: Path, ehr_base: str, bases: dict[str, str], reqs: PageRequests) -> dict[str, int]:
     """Files for `bench.nginx.static_provider`: each tree in `bases` mirrors the EHR's answers with
-    its own base URL in them; `big/` holds the 50 MB Bundle."""
+    its own base URL in them. Returns the size of each answer."""
     sizes: dict[str, int] = {}
     for path in (reqs.read, reqs.search, *reqs.page):
         raw = _raw(ehr_base, path)
@@ -58,29 +58,42 @@ def write_static_tree(www: Path, ehr_base: str, bases: dict[str, str], big_base:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(raw.replace(f'"{ehr_base}'.encode(), f'"{base}'.encode()))
         sizes[path] = len(raw)
-    big = www / "big" / "search" / "Patient.json"
-    big.parent.mkdir(parents=True, exist_ok=True)
-    sizes["big"] = _write_big_bundle(big, _get(ehr_base, "Patient?_count=100")["entry"], ehr_base, big_base)
     return sizes
 
 
-def _write_big_bundle(target: Path, entries: list[dict[str, Any]], ehr_base: str, big_base: str) -> int:
-    """A searchset of copies of real Patient entries with distinct ids, written as it grows."""
-    size = 0
+def write_big_bundles(www: Path, ehr_base: str, bundles: dict[str, tuple[str, int]]) -> dict[str, int]:
+    """One Patient search Bundle per tree (`bundles`: tree -> (its base URL, bytes at least)), served at
+    `<base>/Patient`; returns the bytes written per tree. Each tree has its own base URL so that each
+    size is a tenant of its own and the gateway rewrites every entry's URLs."""
+    entries = _get(ehr_base, "Patient?_count=100")["entry"]
+    written = {}
+    for tree, (base, size) in bundles.items():
+        target = www / tree / "search" / "Patient.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        written[tree] = _write_big_bundle(target, entries, ehr_base, base, size)
+    return written
+
+
+def _write_big_bundle(target: Path, entries: list[dict[str, Any]], ehr_base: str, base: str, size: int) -> int:
+    """A searchset of copies of real Patient entries with distinct ids, written block by block: one
+    block of all the entries is serialised once and repeated with its block number in the ids, which
+    keeps writing 300 MB to a few seconds."""
+    texts = [json.dumps({"fullUrl": f"{base}/Patient/big-{_BLOCK}-{i}",
+                         "resource": {**entry["resource"], "id": f"big-{_BLOCK}-{i}"}, "search": {"mode": "match"}})
+             for i, entry in enumerate(entries)]
+    block = ", ".join(texts).replace(ehr_base, base)
+    if block.count(_BLOCK) != 2 * len(entries):
+        raise RuntimeError(f"{_BLOCK} occurs in the sample data: pick another placeholder")
+    head = json.dumps({"resourceType": "Bundle", "type": "searchset",
+                       "link": [{"relation": "self", "url": f"{base}/Patient?_count=1000"}]})
+    blocks = 0
     with target.open("wb") as out:
-        head = json.dumps({"resourceType": "Bundle", "type": "searchset",
-                           "link": [{"relation": "self", "url": f"{big_base}/Patient?_count=large"}]})
-        size += out.write(head[:-1].encode() + b', "entry": [')
-        n = 0
-        while size < BIG_BUNDLE_BYTES:
-            entry = entries[n % len(entries)]
-            resource = {**entry["resource"], "id": f"big-{n}"}
-            text = json.dumps({"fullUrl": f"{big_base}/Patient/big-{n}", "resource": resource,
-                               "search": {"mode": "match"}})
-            size += out.write((", " if n else "").encode() + text.replace(ehr_base, big_base).encode())
-            n += 1
-        size += out.write(f'], "total": {n}}}'.encode())
-    return size
+        written = out.write(head[:-1].encode() + b', "entry": [')
+        while written < size:
+            written += out.write((", " if blocks else "").encode() + block.replace(_BLOCK, str(blocks)).encode())
+            blocks += 1
+        written += out.write(f'], "total": {blocks * len(entries)}}}'.encode())
+    return written
 
 
 def _raw(base: str, path: str) -> bytes:

@@ -77,8 +77,11 @@ class Process:
 
 class Stack:
     def __init__(self, state_dir: Path, *, persistent: bool = False, gateway_port: int = 0,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, gateway_root: Path = ROOT) -> None:
         self.state = state_dir
+        # The source tree the gateway runs from: the benchmark runs an older revision's gateway from a
+        # temporary git worktree beside this one, on the same interpreter and the same emulators.
+        self.gateway_root = gateway_root
         self.persistent = persistent
         self.gateway_port = gateway_port
         self.extra_env = dict(extra_env or {})
@@ -90,13 +93,13 @@ class Stack:
     # --- processes ----------------------------------------------------------------------------
 
     def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None,
-              ready_file: bool = True) -> Process:
+              ready_file: bool = True, cwd: Path = ROOT) -> Process:
         log_path = self.state / "logs" / f"{name}.log"
         log = log_path.open("ab")
         ready_path = self.state / f"{name}.ready.json"
         ready_path.unlink(missing_ok=True)
         full = args + (["--ready-file", str(ready_path)] if ready_file else [])
-        popen = subprocess.Popen(full, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        popen = subprocess.Popen(full, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  env={**os.environ, **(env or {})})
         proc = Process(name, popen, log_path, log)
         self.processes[name] = proc
@@ -172,13 +175,15 @@ class Stack:
     def start_gateway(self, instances: int = 1) -> str:
         """One gateway on `gateway_port`; or N instances sharing Azurite and the vault, each on its
         own port, behind a round-robin front (devtools/roundrobin.py) on `gateway_port`, as the
-        platform's front end spreads a scaled-out Function App. `facts["instance_urls"]` lists them."""
+        platform's front end spreads a scaled-out Function App. `facts["instance_urls"]` lists them.
+        Gateways run from `gateway_root` (the benchmark's baseline runs an older checkout)."""
         if instances <= 1:
-            base = self.spawn("gateway", self.gateway_command(self.gateway_port), self.gateway_env()).ready["base_url"]
+            base = self.spawn("gateway", self.gateway_command(self.gateway_port), self.gateway_env(),
+                              cwd=self.gateway_root).ready["base_url"]
             self.facts["instance_urls"] = [base]
             return base
-        urls = [self.spawn(f"gateway-{n}", self.gateway_command(0), self.gateway_env()).ready["base_url"]
-                for n in range(1, instances + 1)]
+        urls = [self.spawn(f"gateway-{n}", self.gateway_command(0), self.gateway_env(),
+                           cwd=self.gateway_root).ready["base_url"] for n in range(1, instances + 1)]
         front = [PYTHON, "-m", "devtools.roundrobin", "--port", str(self.gateway_port),
                  *itertools.chain.from_iterable(("--backend", url) for url in urls)]
         self.facts["instance_urls"] = urls
@@ -217,10 +222,14 @@ class Stack:
         created.raise_for_status()
         return created.json()["code"]
 
-    def start_all(self, versions: tuple[str, ...] = ("stu3", "dstu2", "r4"), instances: int = 1) -> dict[str, Any]:
+    def start_all(self, versions: tuple[str, ...] = ("stu3", "dstu2", "r4"), instances: int = 1,
+                  providers: dict[str, str] | None = None) -> dict[str, Any]:
+        """Everything, seeded; `providers` (version -> base URL) routes the demo tenants to EHRs that are
+        already running (another stack's) instead of starting new ones."""
         self.start_azurite()
         self.start_keyvault()
-        providers = {v: self.start_ehr(v)["base_url"] for v in versions}
+        if providers is None:
+            providers = {v: self.start_ehr(v)["base_url"] for v in versions}
         base = self.start_gateway(instances)
         facts = {
             "gateway_base_url": base,
