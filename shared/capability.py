@@ -7,7 +7,6 @@ advertise the token URL in the SMART `oauth-uris` extension so the app can find 
 
 from __future__ import annotations
 
-from shared.client_assertion import ALGORITHMS
 from shared.errors import FhirError
 from shared.urls import Urls
 
@@ -182,8 +181,14 @@ def backend_services_configuration(urls: Urls) -> dict:
     return {
         **smart_configuration(urls),
         "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "client_secret_post"],
-        "token_endpoint_auth_signing_alg_values_supported": list(ALGORITHMS),
+        "token_endpoint_auth_signing_alg_values_supported": list(_assertion_algorithms()),
         "scopes_supported": list(SCOPES_SUPPORTED),
         "capabilities": ["client-confidential-asymmetric", "client-confidential-symmetric",
                          "permission-v1", "permission-v2"],
     }
+
+
+def _assertion_algorithms() -> tuple[str, ...]:
+    """Imported on use: shared.client_assertion brings PyJWT, which discovery never otherwise needs."""
+    from shared.client_assertion import ALGORITHMS
+    return tuple(ALGORITHMS)

@@ -10,23 +10,22 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from shared.aggregate_limits import SharedCounts
-from shared.clientaddr import AddressSource
-from shared.clients import ClientRegistry
-from shared.health import CachedProbe
-from shared.invitations import InvitationRegistry
-from shared.page_links import PagingKey
-from shared.portal.generations import SessionGenerations
-from shared.portal.limits import PortalLimits
-from shared.portal.sessions import SessionSigner
-from shared.proxy import FhirProxy
-from shared.routes import TenantRegistry
 from shared.settings import Settings, get_settings
-from shared.signing import KeyRing
-from shared.stores import EntityTable, SecretStore
-from shared.token_service import ClientAuthThrottle, TokenService
-from shared.upstream_auth import UpstreamAuthenticator
+
+if TYPE_CHECKING:
+    from shared.clients import ClientRegistry
+    from shared.health import CachedProbe
+    from shared.invitations import InvitationRegistry
+    from shared.portal.generations import SessionGenerations
+    from shared.portal.limits import PortalLimits
+    from shared.portal.sessions import SessionSigner
+    from shared.proxy import FhirProxy
+    from shared.routes import TenantRegistry
+    from shared.signing import KeyRing
+    from shared.stores import EntityTable, SecretStore
+    from shared.token_service import TokenService
 
 # At INFO the SDKs log every request's URL and headers: noise, and Key Vault secret names. Warnings stay.
 logging.getLogger("azure").setLevel(logging.WARNING)
@@ -51,12 +50,26 @@ class Services:
 
 
 def build_services(settings: Settings) -> Services:
-    # Imported here, not at the top: the Azure SDKs are a third of a cold start's import time (bench/),
-    # and discovery (metadata, SMART configuration) is answered without them.
+    # Imported here, not at the top: the Azure SDKs, aiohttp, requests and PyJWT are most of a cold
+    # start's import time (bench/), and discovery (metadata, SMART configuration) is answered without them.
     from azure.identity import DefaultAzureCredential
 
+    from shared.aggregate_limits import SharedCounts
+    from shared.clientaddr import AddressSource
+    from shared.clients import ClientRegistry
+    from shared.health import CachedProbe
+    from shared.invitations import InvitationRegistry
+    from shared.page_links import PagingKey
+    from shared.portal.generations import SessionGenerations
+    from shared.portal.limits import PortalLimits
+    from shared.portal.sessions import SessionSigner
+    from shared.proxy import FhirProxy
+    from shared.routes import TenantRegistry
+    from shared.signing import KeyRing
     from shared.stores.keyvault import KeyVaultSecretStore
     from shared.stores.tables import AzureTable
+    from shared.token_service import ClientAuthThrottle, TokenService
+    from shared.upstream_auth import UpstreamAuthenticator
 
     if not settings.key_vault_url:
         raise RuntimeError("KEY_VAULT_URL is not set")

@@ -37,12 +37,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import quote_plus, urlsplit
 
-import jwt
-import requests
-from azure.core.credentials import TokenCredential
-from azure.core.exceptions import AzureError
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -50,6 +47,10 @@ from shared.errors import FhirError, NotFound, ProblemError
 from shared.offloop import may_block
 from shared.outbound import BadUrl, OutboundPolicy, current_policy, normalise_url
 from shared.stores import SecretStore
+
+if TYPE_CHECKING:  # requests, PyJWT and azure-core load on first use: the tenant API only validates configs
+    import requests
+    from azure.core.credentials import TokenCredential
 
 __all__ = [
     "ASSERTION_TYPE",
@@ -332,7 +333,7 @@ class UpstreamAuthenticator:
         policy: OutboundPolicy | None = None,
     ) -> None:
         self._secrets = secrets
-        self._session = session or requests.Session()
+        self._session = session or _new_session()
         self._credential_factory = credential_factory or default_credential
         self._clock = clock
         self._timeout = timeout
@@ -475,6 +476,8 @@ class UpstreamAuthenticator:
         return self._token_request(config["token_url"], form, {})
 
     def _azure_ad(self, config: dict) -> tuple[str, float]:
+        from azure.core.exceptions import AzureError
+
         credential = self._credential(config.get("client_id"))
         try:
             token = credential.get_token(config["scope"])
@@ -502,6 +505,8 @@ class UpstreamAuthenticator:
 
     def _post(self, url: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, bytes]:
         """Redirects are not followed: a 3xx must not carry the gateway's credentials elsewhere."""
+        import requests
+
         try:
             with self._session.post(url, data=form, headers={"Accept": "application/json", **headers},
                                     timeout=self._timeout, allow_redirects=False, stream=True) as response:
@@ -517,6 +522,12 @@ class UpstreamAuthenticator:
         except requests.RequestException as exc:
             _LOG.warning("upstream token endpoint request failed: %s", type(exc).__name__)
             raise UpstreamAuthError("upstream token endpoint could not be reached") from None
+
+
+def _new_session() -> requests.Session:
+    import requests
+
+    return requests.Session()
 
 
 def _read_capped(response: requests.Response) -> bytes:
@@ -559,6 +570,8 @@ def _client_assertion(config: dict, key: rsa.RSAPrivateKey | ec.EllipticCurvePri
         "exp": issued + ASSERTION_LIFETIME,
         "jti": str(uuid.uuid4()),
     }
+    import jwt
+
     return jwt.encode(claims, key, algorithm=config["alg"], headers={"kid": config["kid"], "typ": "JWT"})
 
 
