@@ -22,6 +22,7 @@ from shared import handlers, requestid
 from shared.http import Headers
 from shared.http import Request as PlainRequest
 from shared.http import Response as PlainResponse
+from shared.offloop import inline_or_thread, is_inline_first
 from shared.portal import handlers as portal
 from shared.settings import get_settings
 
@@ -32,14 +33,18 @@ _SMALLEST_BODY_CAP = 64 * 1024  # the management API's own limit, whatever MAX_R
 
 
 async def serve(handler: Handler, req: Request, *route_keys: str) -> Response:
-    """Async handlers (the proxy) run on the event loop; the others block on Key Vault and Table
-    Storage, so they run on the thread pool and never stall the loop."""
+    """Async handlers (the proxy) run on the event loop. The others may block on Key Vault and Table
+    Storage, so they run on the thread pool and never stall the loop; those marked `inline_first`
+    (token, discovery, health: answered from caches almost always) are tried on the loop first
+    (shared/offloop.py)."""
     plain = PlainRequest(req.method, str(req.url), Headers(req.headers), dict(req.query_params),
                          dict(req.path_params), await _body(req))
     request_id = requestid.begin(plain.headers).request_id
     args = (plain, *(plain.route_params.get(k, "") for k in route_keys))
     if inspect.iscoroutinefunction(handler):
         result = await handler(*args)
+    elif is_inline_first(handler):  # cache hits answer on the loop; a miss runs it again on a thread
+        result = await inline_or_thread(handler, *args)
     else:
         result = await run_in_threadpool(handler, *args)
     headers = {**result.headers, "X-Request-Id": request_id}

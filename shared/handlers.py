@@ -30,6 +30,7 @@ from shared.health import probe, report
 from shared.http import Request, Response
 from shared.invitations import DEFAULT_HOURS as DEFAULT_INVITATION_HOURS
 from shared.jsonbody import InvalidJson, loads_strict
+from shared.offloop import inline_first
 from shared.services import Services, get_services
 from shared.urls import Urls, urls_for
 
@@ -110,6 +111,7 @@ manage_endpoint = _guard(_problem)
 
 # --- unauthenticated discovery ----------------------------------------------------------------
 
+@inline_first
 @fhir_endpoint
 def metadata(req: Request, version: str) -> Response:
     version = facade_version(version)
@@ -121,12 +123,14 @@ def metadata(req: Request, version: str) -> Response:
     return Response.json(200, statement, CONTENT_TYPE[version])
 
 
+@inline_first
 @fhir_endpoint
 def smart_config(req: Request, version: str) -> Response:
     facade_version(version)
     return Response.json(200, smart_configuration(urls(req, get_services())))
 
 
+@inline_first
 @oauth_endpoint
 def jwks(req: Request) -> Response:
     return Response.json(200, get_services().keys.jwks(), "application/jwk-set+json",
@@ -136,6 +140,7 @@ def jwks(req: Request) -> Response:
 _TOKEN_PARAMETERS = {"grant_type", "grant-type", "client_id", "client_secret", "scope"}
 
 
+@inline_first
 @oauth_endpoint
 def token(req: Request) -> Response:
     services = get_services()
@@ -147,6 +152,7 @@ def token(req: Request) -> Response:
     return Response.json(200, issued, "application/json", NO_STORE)
 
 
+@inline_first
 def health(req: Request) -> Response:
     """Anonymous: which Azure part is reachable ("ok", "unavailable", or "throttled" while it asks
     us to wait), from each part's cached probe (shared/health.py: at most one probe per part per

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from shared.errors import StoreUnavailable
+from shared.offloop import may_block
 
 Ping = Callable[[], None]
 
@@ -44,6 +45,7 @@ class CachedProbe:
         if last is not None and not self._lock.acquire(blocking=False):
             return last[1]  # another caller is probing right now: its result is as fresh as ours
         if last is None:
+            may_block()  # the first probe, or a wait for another caller's (shared/offloop.py)
             self._lock.acquire()
         try:
             last = self._last

@@ -46,3 +46,18 @@ async def inline_or_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
     finally:
         _FORBIDDEN.reset(token)
     return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def inline_first(fn: Callable[P, T]) -> Callable[P, T]:
+    """Mark a plain handler the HTTP layer may try inline on the event loop first.
+
+    The contract: before its first `may_block()` it changes nothing that a second run would change
+    again (no counter incremented, no audit line written, nothing stored), because after a
+    `WouldBlock` it runs once more, from the start, on a thread.
+    """
+    fn.inline_first = True  # type: ignore[attr-defined]  # read by function_app.serve
+    return fn
+
+
+def is_inline_first(fn: object) -> bool:
+    return getattr(fn, "inline_first", False) is True

@@ -223,13 +223,17 @@ class TokenService:
                                          "tenant_id": None, "jti": None}
         try:
             issued = self._issue(body, headers, urls, record)
-            record["outcome"] = "issued"
-            return issued
         except OAuthError as exc:
             record["outcome"] = exc.error
+            _audit(record)
             raise
-        finally:
-            audit_log.info(json.dumps(record, separators=(",", ":")))
+        except Exception:
+            _audit(record)
+            raise
+        # Not in a `finally`: an inline attempt interrupted by WouldBlock runs again and writes the line then.
+        record["outcome"] = "issued"
+        _audit(record)
+        return issued
 
     def _issue(self, body: bytes, headers: Mapping[str, str], urls: Urls, record: dict[str, str | None]) -> dict:
         form = _parse_form(body, headers.get("content-type"))
@@ -356,3 +360,6 @@ class TokenService:
             raise InvalidToken("token rejected")
         return kid, AccessClaims(str(client_id), tenant, str(claims["jti"]), int(claims["exp"]))
 
+
+def _audit(record: dict[str, str | None]) -> None:
+    audit_log.info(json.dumps(record, separators=(",", ":")))

@@ -69,3 +69,17 @@ def test_errors_other_than_the_signal_propagate_from_the_inline_run() -> None:
 
     with pytest.raises(ValueError):
         asyncio.run(inline_or_thread(fails))
+
+
+def test_only_handlers_without_side_effects_before_their_first_io_are_tried_inline() -> None:
+    """Token, discovery and health are safe to run twice; management and portal handlers count
+    attempts or write before they would block, so they always go to the thread pool."""
+    from shared import handlers
+    from shared.offloop import is_inline_first
+    from shared.portal import handlers as portal
+
+    assert all(is_inline_first(h) for h in (handlers.token, handlers.metadata, handlers.smart_config,
+                                            handlers.jwks, handlers.health))
+    assert not any(is_inline_first(h) for h in (handlers.create_client, handlers.put_tenant, handlers.health_deep,
+                                                portal.signin, portal.register))
+
