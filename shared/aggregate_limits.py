@@ -76,7 +76,7 @@ class SharedCounts:
     def wait(self, count: _Count) -> int:
         """0 when one more attempt is admitted, else whole seconds until it would be."""
         now = self._clock()
-        elapsed = now / self._window - count.window  # fraction of the current window gone, 0..1
+        elapsed = min(1.0, max(0.0, now / self._window - count.window))  # share of the window gone
         if count.previous * (1 - elapsed) + count.current < self._limit:
             return 0
         if count.current < self._limit:  # frees up as the previous window's weight decays
