@@ -6,14 +6,18 @@ nobody attacks), and a front engine could not see them: whether a client secret 
 known inside the gateway. Each instance still keeps its in-memory limiter (`RateLimiter`) as a free
 first gate; the shared count is what makes N instances admit the configured limit, not N times it.
 
-Storage: one entity per (limit, key) holding a fixed-window count and the previous window's count,
+Storage: one entity per (limit, key) holding this fixed window's count and the previous one's,
 updated read-modify-write under its ETag (optimistic concurrency: two instances never both write
-over the same value). The admission test is the sliding-window estimate
-`previous x (1 - elapsed fraction of the current window) + current`: within any sliding window it
-admits at most 1.5x the limit in the worst case (a full previous window bunched at its end), and
-the limit itself for evenly spread attempts. Keys are stored as a SHA-256 (no source address or
-client id in clear in the table) and spread over 16 partitions per limit, so a flood on one limit
-cannot make one partition hot for all of them.
+over the same value; a racer that loses re-reads and is refused if the last place went meanwhile).
+An attempt is admitted while two tests pass: the sliding-window estimate
+`previous x (1 - elapsed share of this window) + current` is under the limit (the usual rate: the
+limit per window when attempts are spread), and `previous + current` stays within 1.5x the limit.
+Any sliding window lies inside those two fixed windows, so it never holds more than 1.5x the
+limit, even when attempts bunch at a window's end (where the estimate alone would allow nearly
+2x). Both tests free up by the end of the current window at the latest after an attack stops
+admitting, so no key stays blocked longer than one window after its last admitted attempt. Keys
+are stored as a SHA-256 (no source address or client id in clear in the table) and spread over 16
+partitions per limit, so a flood on one limit cannot make one partition hot for all of them.
 
 Fail closed: when the counts cannot be read or written, the attempt is refused with 503 by the
 caller (`StoreUnavailable` propagates). Only attempts that are counted touch the table: the token
@@ -33,6 +37,7 @@ from shared.errors import AlreadyExists, NotFound, PreconditionFailed, StoreUnav
 from shared.ratelimit import DEFAULT_MAX_KEYS, RateLimiter
 from shared.stores import Entity, EntityTable
 
+_CEILING = 1.5  # no sliding window may hold more than this times the limit
 _CONFLICT_RETRIES = 5
 _PARTITIONS = 16
 
@@ -75,29 +80,37 @@ class SharedCounts:
 
     def wait(self, count: _Count) -> int:
         """0 when one more attempt is admitted, else whole seconds until it would be."""
-        now = self._clock()
-        elapsed = now / self._window - count.window  # fraction of the current window gone, 0..1
-        if count.previous * (1 - elapsed) + count.current < self._limit:
+        elapsed = min(1.0, max(0.0, self._clock() / self._window - count.window))  # share of this window gone
+        estimate_ok = count.previous * (1 - elapsed) + count.current < self._limit
+        union_ok = count.previous + count.current + 1 <= _CEILING * self._limit
+        if estimate_ok and union_ok:
             return 0
-        if count.current < self._limit:  # frees up as the previous window's weight decays
-            free_at = 1 - (self._limit - count.current) / count.previous
-            return max(1, math.ceil((free_at - elapsed) * self._window))
-        free_at = 1 - self._limit / count.current  # next window, once this one's weight decays
-        return max(1, math.ceil((1 - elapsed + free_at) * self._window))
+        free_at = 1.0 if not union_ok else elapsed  # the union frees when this window ends
+        if not estimate_ok and count.current < self._limit:  # as the previous window's weight decays
+            free_at = max(free_at, 1 - (self._limit - count.current) / count.previous)
+        elif not estimate_ok:  # in the next window, once this one's weight decays
+            free_at = max(free_at, 2 - self._limit / count.current)
+        return max(1, math.ceil((free_at - elapsed) * self._window))
 
-    def add(self, key: str, count: _Count) -> None:
-        """Count one attempt (read-modify-write under the ETag; a lost race re-reads and retries)."""
+    def add(self, key: str, count: _Count) -> int:
+        """Count one attempt, read-modify-write under the ETag: 0 when counted, else the wait. A lost
+        race re-reads, and if the other writer filled the count, this attempt is refused instead:
+        concurrent instances cannot all slip in under the same last free place."""
+        table, _ = self._locate(key)
         for _ in range(_CONFLICT_RETRIES):
-            table, _ = self._locate(key)
-            data = {"window": count.window, "count": count.current + 1, "prev": count.previous}
+            # The window index as text: an Int32 property would overflow for short windows.
+            data = {"window": str(count.window), "count": count.current + 1, "prev": count.previous}
             try:
                 if count.entity is None:
                     table.insert(count.row, data)
                 else:
                     table.replace(count.row, data, etag=count.entity.etag)
-                return
+                return 0
             except (AlreadyExists, PreconditionFailed):
                 count = self.read(key)
+                wait = self.wait(count)
+                if wait:
+                    return wait
         raise StoreUnavailable("table-storage", "rate-limit count contention")
 
     def clear(self, key: str) -> None:
@@ -117,14 +130,13 @@ class AggregateLimiter(RateLimiter):
 
     def hit(self, key: str) -> int:
         local = super().retry_after(key)
-        if local:
-            return local
         count = self._shared.read(key)
+        if local:  # the shared count frees no earlier (it holds every instance's attempts): say when it does
+            return max(local, self._shared.wait(count))
         wait = self._shared.wait(count)
         if wait:  # refused: counted nowhere, so a block ends at most one window after the attack
             return wait
-        self._shared.add(key, count)
-        return super().hit(key)
+        return self._shared.add(key, count) or super().hit(key)
 
     def retry_after(self, key: str) -> int:
         return super().retry_after(key) or self._shared.wait(self._shared.read(key))

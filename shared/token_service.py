@@ -112,11 +112,12 @@ class ClientAuthThrottle:
 
     Across instances (issue #14): with `shared` set, every failure is also counted in Table Storage
     (`shared.aggregate_limits`) before it is answered, so the three limits hold over all instances
-    together (within 1.5x, the sliding-window estimate's worst case). Only failures pay for it (a
-    read and an ETag write per count), and only after the secret was found wrong: a request with a
-    good secret makes no Table call. The price: an instance that has not itself refused a blocked
-    key still admits a *correct* secret for it (a wrong one is refused by the shared count); with
-    256-bit secrets that reveals nothing an attacker could have guessed.
+    together (within 1.5x in any sliding window; a block still ends one window after the last
+    admitted failure). Only failures pay for it (a read and an ETag write per count), and only after the secret
+    was found wrong: a request with a good secret makes no Table call. The price: an instance that
+    has not itself refused a blocked key still admits a *correct* secret for it (a wrong one is
+    refused by the shared count); with 256-bit secrets that reveals nothing an attacker could have
+    guessed.
     """
 
     def __init__(self, per_client_and_source: int, per_source: int, per_client: int, window_seconds: float,
@@ -148,6 +149,8 @@ class ClientAuthThrottle:
         keys = self._keys(client_id, source, secret_id)
         wait = max(max(limiters[name].retry_after(key), self._blocked.retry_after(f"{name}|{key}"))
                    for name, key in keys)
+        if wait and self._shared is not None:  # refused: Retry-After must say when the shared counts free too
+            wait = max(wait, *(self._shared[name].wait(self._shared[name].read(key)) for name, key in keys))
         if wait:
             raise _slow_down(wait)
 
@@ -172,7 +175,10 @@ class ClientAuthThrottle:
                         self._blocked.hit(f"{name}|{key}")
                 raise _slow_down(max(waits.values()))
             for name, key, count in counts:
-                self._shared[name].add(key, count)
+                wait = self._shared[name].add(key, count)
+                if wait:  # another instance took the last free place meanwhile
+                    self._blocked.hit(f"{name}|{key}")
+                    raise _slow_down(wait)
         limiters = {"pair": self._pair, "source": self._source, "client": self._client}
         for name, key in keys:
             limiters[name].hit(key)
