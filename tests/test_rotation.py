@@ -24,7 +24,7 @@ import jwt
 import pytest
 import requests
 
-from devtools.stack import PYTHON, Stack
+from devtools.stack import Stack
 from tests.gateway_calls import add_secret, remember, start_stack
 from tests.reliability import Consumer, bearer, signing_keys_from_vault, split_token
 
@@ -63,7 +63,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
                         SECRET_CACHE_TTL_SECONDS=str(TTL), SIGNING_KEY_CACHE_TTL_SECONDS=str(TTL),
                         GATEWAY_PUBLIC_BASE_URL=PUBLIC)
     try:
-        second = stack.spawn("gateway-b", [PYTHON, "-m", "devtools.functions_host", "--port", "0"],
+        second = stack.spawn("gateway-b", stack.gateway_command(0),
                              stack.gateway_env()).ready["base_url"]
         consumer = Consumer(stack, "Rotation test client")
         tenant = consumer.onboard(stack.facts["provider_base_urls"]["stu3"])
