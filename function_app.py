@@ -56,6 +56,8 @@ async def serve(handler: Handler, req: Request, *route_keys: str) -> Response:
 async def _body(req: Request) -> bytes:
     """At most one byte past the largest body any endpoint accepts: enough for each handler to refuse
     an oversized body in its own error style, without holding an attacker's gigabyte in memory."""
+    if "content-length" not in req.headers and "transfer-encoding" not in req.headers:
+        return b""  # no body announced (every GET the Patients app sends): nothing to wait for
     cap = max(get_settings().max_request_body_bytes, _SMALLEST_BODY_CAP) + 1
     chunks, size = [], 0
     async for chunk in req.stream():
