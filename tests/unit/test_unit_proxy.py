@@ -35,6 +35,16 @@ class Provider:
 
     base: str = ""
     seen: list[dict[str, Any]] = field(default_factory=list)
+    required_authorization: str | None = None  # when set, anything else is answered 401
+
+    def note(self, request: web.Request) -> web.Response | None:
+        """Record the request; the 401 it gets when it lacks the required credential, else None."""
+        self.seen.append({"path": request.path, "query": request.query_string, "params": dict(request.query),
+                          "authorization": request.headers.get("Authorization")})
+        if self.required_authorization and request.headers.get("Authorization") != self.required_authorization:
+            return web.json_response({"resourceType": "OperationOutcome", "issue": [
+                {"severity": "error", "code": "login"}]}, status=401, content_type="application/fhir+json")
+        return None
 
 
 def _patient(base: str, pid: str) -> dict[str, Any]:
@@ -44,8 +54,9 @@ def _patient(base: str, pid: str) -> dict[str, Any]:
 
 def _app(provider: Provider) -> web.Application:
     async def read(request: web.Request) -> web.Response:
-        provider.seen.append({"path": request.path, "query": request.query_string,
-                              "authorization": request.headers.get("Authorization")})
+        refused = provider.note(request)
+        if refused is not None:
+            return refused
         rtype, rid = request.match_info["type"], request.match_info["id"]
         if rtype == "Patient" and rid.startswith("p"):
             body = _patient(provider.base, rid)
@@ -57,8 +68,9 @@ def _app(provider: Provider) -> web.Application:
         return web.json_response(outcome, status=404, content_type="application/fhir+json")
 
     async def search(request: web.Request) -> web.StreamResponse:
-        provider.seen.append({"path": request.path, "query": request.query_string,
-                              "authorization": request.headers.get("Authorization")})
+        refused = provider.note(request)
+        if refused is not None:
+            return refused
         count = int(request.query.get("_count", "2"))
         entries = [{"fullUrl": f"{provider.base}/Patient/p{i}", "resource": _patient(provider.base, f"p{i}")}
                    for i in range(count)]
@@ -125,8 +137,8 @@ def _request(token: str | None, path: str, query: str = "", method: str = "GET",
     return Request(method, url, all_headers, body=body)
 
 
-async def _handle(world: World, request: Request, path: str) -> tuple[Response, bytes]:
-    response = await world.proxy.handle(request, "stu3", path, URLS)
+async def _handle(world: World, request: Request, path: str, version: str = "stu3") -> tuple[Response, bytes]:
+    response = await world.proxy.handle(request, version, path, URLS)
     return response, await _collect(response)
 
 
@@ -247,6 +259,47 @@ def test_a_bearer_credential_from_the_vault_is_sent_to_the_provider_only() -> No
         assert response.status == 200
         assert provider.seen[0]["authorization"] == "Bearer ehr-access-token-1"
         assert b"ehr-access-token-1" not in body
+    run(scenario)
+
+
+def test_a_credential_the_provider_refuses_is_re_read_once_so_a_rotated_secret_recovers() -> None:
+    async def scenario(world: World, provider: Provider) -> None:
+        world.vault.set_secret("upstream-ehr-token", "old-token")
+        provider.required_authorization = "Bearer new-token"
+        _, token = _granted(world, provider, upstream_auth={"kind": "bearer", "secret_name": "upstream-ehr-token"})
+        refused, body = await _handle(world, _request(token, "Patient/p1"), "Patient/p1")
+        assert refused.status == 502 and json.loads(body)["issue"][0]["code"] == "security"
+        assert [s["authorization"] for s in provider.seen] == ["Bearer old-token"] * 2, "one retry, no more"
+        world.vault.set_secret("upstream-ehr-token", "new-token")  # the operator rotates it in Key Vault
+        provider.seen.clear()
+        recovered, _ = await _handle(world, _request(token, "Patient/p1"), "Patient/p1")
+        assert recovered.status == 200
+        assert [s["authorization"] for s in provider.seen] == ["Bearer old-token", "Bearer new-token"]
+    run(scenario)
+
+
+def test_an_r4_tenant_gets_the_stu3_search_translated_and_the_answer_converted() -> None:
+    async def scenario(world: World, provider: Provider) -> None:
+        _, token = _granted(world, provider, fhir_version="r4")
+        response, body = await _handle(world, _request(token, "Patient", "family=And&_count=2"), "Patient")
+        assert response.status == 200 and response.stream is None, "bridged answers are converted whole"
+        assert provider.seen[0]["params"] == {"family:contains": "And", "_count": "2"}
+        bundle = json.loads(body)
+        assert [e["fullUrl"] for e in bundle["entry"]] == [f"{GATEWAY_BASE}/Patient/p0", f"{GATEWAY_BASE}/Patient/p1"]
+        assert all(e["resource"]["resourceType"] == "Patient" for e in bundle["entry"])
+    run(scenario)
+
+
+def test_a_dstu2_medication_order_read_reaches_an_r4_provider_as_medication_request() -> None:
+    async def scenario(world: World, provider: Provider) -> None:
+        _, token = _granted(world, provider, fhir_version="r4")
+        request = Request("GET", f"{URLS.fhir_base('dstu2')}/MedicationOrder/m1",
+                          Headers({"Authorization": f"Bearer {token}"}))
+        response, body = await _handle(world, request, "MedicationOrder/m1", "dstu2")
+        assert provider.seen[0]["path"] == "/fhir/MedicationRequest/m1"
+        assert response.status == 404 and response.headers["Content-Type"] == "application/json+fhir"
+        outcome = json.loads(body)
+        assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == "not-found"
     run(scenario)
 
 
