@@ -9,6 +9,7 @@ siblings share a table, listings are key ranges in RowKey order, None is not sto
 from __future__ import annotations
 
 import asyncio
+import inspect
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -31,11 +32,16 @@ def vault() -> FakeSecretStore:
     return FakeSecretStore()
 
 
-def test_fakes_satisfy_the_store_protocols_structurally() -> None:
-    """Type-checked use: a fake goes wherever the registries take the Protocol."""
-    t: EntityTable = FakeTable()
-    s: SecretStore = FakeSecretStore()
-    assert callable(t.list_from) and callable(s.update_properties)
+@pytest.mark.parametrize(("protocol", "fake"), [(EntityTable, FakeTable), (SecretStore, FakeSecretStore)])
+def test_fakes_have_every_protocol_method_with_its_parameters(protocol: type, fake: type) -> None:
+    """A method added to or changed in a store Protocol must reach the fake too, or this fails."""
+    methods = [name for name, value in vars(protocol).items() if callable(value) and not name.startswith("_")]
+    assert methods
+    for name in methods:
+        wanted = inspect.signature(getattr(protocol, name)).parameters
+        offered = inspect.signature(getattr(fake, name)).parameters
+        assert [(p.name, p.kind, p.default) for p in wanted.values()] == \
+            [(p.name, p.kind, p.default) for p in offered.values()], name
 
 
 # --- EntityTable ---------------------------------------------------------------------------------------

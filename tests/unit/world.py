@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from shared.clientaddr import AddressSource
 from shared.clients import ClientRegistry
@@ -100,8 +101,6 @@ class World:
     def token_request(self, client_id: str, secret: str, scope: str, *, source: str = "203.0.113.9",
                       **extra: str) -> dict:
         """POST /oauth2/token with the secret in the body; raises OAuthError as the endpoint would."""
-        from urllib.parse import urlencode
-
         form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret,
                 "scope": scope, **extra}
         return self.tokens.issue(urlencode(form).encode(), {**FORM, "x-forwarded-for": source}, URLS)
