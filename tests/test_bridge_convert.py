@@ -34,6 +34,8 @@ from shared.bridge.terminology import SYSTEMS, THO
 from shared.errors import FhirError
 from shared.policy import Interaction
 
+pytestmark = pytest.mark.unit  # starts no process: part of the fast tier (scripts/test -m unit)
+
 R4_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "r4-synthea"
 PROVIDER = "http://provider.example/fhir"
 CONVERTED = ("Patient", "Observation", "Condition", "Encounter", "MedicationRequest", "Practitioner", "Organization")

@@ -28,6 +28,8 @@ from shared.errors import FhirError
 from shared.policy import Interaction
 from tests.test_bridge_convert import ALLERGY, COVERAGE, LOCATION, OUTCOME
 
+pytestmark = pytest.mark.unit  # starts no process: part of the fast tier (scripts/test -m unit)
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SAMPLES = {"stu3": DATA / "stu3-smart", "dstu2": DATA / "dstu2-synthea"}
 PROVIDER = "http://provider.example/fhir"

@@ -15,6 +15,8 @@ from shared.capability import (
 from shared.errors import FhirError
 from shared.urls import Urls
 
+pytestmark = pytest.mark.unit  # starts no process: part of the fast tier (scripts/test -m unit)
+
 URLS = Urls("https://gateway.example")
 
 

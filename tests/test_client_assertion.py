@@ -32,6 +32,8 @@ from shared.client_assertion import (
 )
 from shared.errors import OAuthError, ProblemError
 
+pytestmark = pytest.mark.unit  # starts no process: part of the fast tier (scripts/test -m unit)
+
 TOKEN_URL = "https://gateway.example/api/oauth2/token"
 CLIENT = "7d0c3b52-1111-4a5e-9f00-5c7a1e2b3c4d"
 

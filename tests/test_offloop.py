@@ -10,6 +10,8 @@ import pytest
 from shared.errors import StoreUnavailable
 from shared.offloop import WouldBlock, inline_or_thread, may_block
 
+pytestmark = pytest.mark.unit  # starts no process: part of the fast tier (scripts/test -m unit)
+
 
 def where(blocks: bool) -> str:
     if blocks:

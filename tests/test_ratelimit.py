@@ -8,6 +8,8 @@ import pytest
 
 from shared.ratelimit import RateLimiter
 
+pytestmark = pytest.mark.unit  # starts no process: part of the fast tier (scripts/test -m unit)
+
 
 class Clock:
     def __init__(self) -> None:

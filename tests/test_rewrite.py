@@ -7,10 +7,13 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.rewrite import MAX_PAGE_QUERY_BYTES, StreamRewriter, rewrite_body
+
+pytestmark = pytest.mark.unit  # starts no process: part of the fast tier (scripts/test -m unit)
 
 PROVIDERS = ("http://127.0.0.1:8080/fhir", "https://ehr.example.org/fhir/r3", "http://h", "https://x.y/a.b(c)+")
 GATEWAY = "https://gw.example/api/fhir/stu3"

@@ -8,6 +8,8 @@ from shared.errors import FhirError, OAuthError
 from shared.policy import DEFAULT_RESOURCE_TYPES, Interaction, batch_entry_interaction
 from shared.smart_scopes import allows, check, grant, grant_from_claim, parse_scope, token_scope
 
+pytestmark = pytest.mark.unit  # starts no process: part of the fast tier (scripts/test -m unit)
+
 TENANT = "2f1c4b9e-8a3d-4e5f-9b6a-0c1d2e3f4a5b"
 
 
