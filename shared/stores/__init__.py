@@ -1,10 +1,11 @@
 """The two storage seams of the gateway.
 
-`SecretStore` holds secret material (client-secret verifiers, signing keys, upstream
-credentials) and is implemented on Azure Key Vault. `EntityTable` holds plain records
-(tenant routes, client metadata) and is implemented on Azure Table Storage. Each has
-exactly one real implementation; tests run them against Azurite and the local Key
-Vault emulator rather than in-memory fakes.
+`SecretStore` holds secret material (the verifier pepper, signing keys, upstream credentials)
+and is implemented on Azure Key Vault. `EntityTable` holds plain records (tenant routes, client
+metadata and peppered verifiers, change logs, shared counts) and is implemented on Azure Table
+Storage. Each has exactly one real implementation, tested against Azurite and the local Key Vault
+emulator; the unit tier (`scripts/test -m unit`) runs the core on in-memory fakes
+(tests/fakes.py) held to the same contract.
 """
 
 from __future__ import annotations
