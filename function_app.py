@@ -127,6 +127,11 @@ async def manage_disable_client(req: Request) -> Response:
     return await serve(handlers.disable_client, req, "client_id")
 
 
+@app.route(route="manage/clients/{client_id}/jwks", methods=["PUT"], auth_level=KEY)
+async def manage_set_client_jwks(req: Request) -> Response:
+    return await serve(handlers.set_client_jwks, req, "client_id")
+
+
 @app.route(route="manage/clients/{client_id}/secrets", methods=["GET"], auth_level=KEY)
 async def manage_list_secrets(req: Request) -> Response:
     return await serve(handlers.list_secrets, req, "client_id")

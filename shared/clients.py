@@ -33,6 +33,7 @@ import binascii
 import contextlib
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import threading
@@ -57,6 +58,8 @@ _CLIENT_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 _PEPPER_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 _CACHE_MAX = 10_000
 _LOAD_STRIPES = 64
+# A JWK Set lives in the client's row (one Table property holds 64 KiB): ten 4096-bit RSA keys fit.
+MAX_JWKS_CHARS = 16 * 1024
 
 
 class InvalidClient(Exception):
@@ -70,13 +73,17 @@ class Client:
     status: str
     created: str
     legacy: bool = False  # secrets may still be Key Vault verifiers (created before issue #14)
+    jwks: dict | None = None  # public keys for private_key_jwt (SMART Backend Services), if registered
 
     @property
     def active(self) -> bool:
         return self.status == "active"
 
     def to_json(self) -> dict:
-        return {"client_id": self.client_id, "name": self.name, "status": self.status, "created": self.created}
+        out = {"client_id": self.client_id, "name": self.name, "status": self.status, "created": self.created}
+        if self.jwks is not None:
+            out["jwks"] = self.jwks
+        return out
 
 
 @dataclass(frozen=True)
@@ -141,7 +148,27 @@ def _row_key(client_id: str, secret_id: str) -> str:
 def _client(entity: Entity) -> Client:
     d = entity.data
     return Client(entity.key, d.get("name", ""), d.get("status", "disabled"), d.get("created", ""),
-                  d.get("verifiers") != MIGRATED)
+                  d.get("verifiers") != MIGRATED, _stored_jwks(d.get("jwks")))
+
+
+def _stored_jwks(raw: object) -> dict | None:
+    """The row's JWK Set (validated when it was registered); an unreadable one authenticates nobody."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _jwks_property(jwks: dict) -> str:
+    """The set as stored: compact JSON, bounded so the row stays far below Table Storage's limits."""
+    text = json.dumps(jwks, separators=(",", ":"))
+    if len(text) > MAX_JWKS_CHARS:
+        raise ProblemError(400, "Invalid JWK Set", f"the JWK Set must be at most {MAX_JWKS_CHARS} characters "
+                                                   "of JSON", "jwks")
+    return text
 
 
 def _legacy_name(client_id: str, secret_id: str) -> str:
@@ -250,13 +277,27 @@ class ClientRegistry:
 
     # --- management ---------------------------------------------------------------------------
 
-    def create(self, name: str, expires_on: datetime | None = None) -> tuple[Client, str, SecretInfo]:
-        client = Client(str(uuid.uuid4()), name, "active", _iso(self._now()) or "")
-        self._table.insert(client.client_id, {"name": name, "status": "active", "created": client.created,
-                                              "verifiers": MIGRATED})
+    def create(self, name: str, expires_on: datetime | None = None,
+               jwks: dict | None = None) -> tuple[Client, str | None, SecretInfo | None]:
+        """A client with a JWK Set (already validated) authenticates with `private_key_jwt` and gets
+        no secret: a secret nobody asked for would only be one more credential to leak."""
+        client = Client(str(uuid.uuid4()), name, "active", _iso(self._now()) or "", jwks=jwks)
+        row = {"name": name, "status": "active", "created": client.created, "verifiers": MIGRATED}
+        if jwks is not None:
+            row["jwks"] = _jwks_property(jwks)
+        self._table.insert(client.client_id, row)
         self._clients.changed(client.client_id)
+        if jwks is not None:
+            return client, None, None
         secret, info = self.add_secret(client.client_id, expires_on)
         return client, secret, info
+
+    def set_jwks(self, client_id: str, jwks: dict) -> Client:
+        """Replace the client's JWK Set (validated by the caller); every instance follows within the TTL."""
+        entity = self._entity(client_id)
+        self._table.replace(client_id, {**entity.data, "jwks": _jwks_property(jwks)}, entity.etag)
+        self._clients.changed(client_id)
+        return self.get(client_id)
 
     def _entity(self, client_id: str) -> Entity:
         if not _CLIENT_ID_RE.match(client_id):

@@ -14,7 +14,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from shared.capability import CONTENT_TYPE, capability_statement, check_format, facade_version, smart_configuration
+from shared.capability import (
+    CONTENT_TYPE,
+    backend_services_configuration,
+    capability_statement,
+    check_format,
+    facade_version,
+)
+from shared.client_assertion import validate_jwks
 from shared.errors import (
     NO_STORE,
     AlreadyExists,
@@ -124,7 +131,7 @@ def metadata(req: Request, version: str) -> Response:
 @fhir_endpoint
 def smart_config(req: Request, version: str) -> Response:
     facade_version(version)
-    return Response.json(200, smart_configuration(urls(req, get_services())))
+    return Response.json(200, backend_services_configuration(urls(req, get_services())))
 
 
 @oauth_endpoint
@@ -133,7 +140,8 @@ def jwks(req: Request) -> Response:
                          {"Cache-Control": "public, max-age=300"})
 
 
-_TOKEN_PARAMETERS = {"grant_type", "grant-type", "client_id", "client_secret", "scope"}
+_TOKEN_PARAMETERS = {"grant_type", "grant-type", "client_id", "client_secret", "scope", "client_assertion",
+                     "client_assertion_type"}
 
 
 @oauth_endpoint
@@ -227,12 +235,26 @@ def _ok(status: int, payload: Any, etag: str | None = None) -> Response:
 
 @manage_endpoint
 def create_client(req: Request) -> Response:
+    """With `jwks` the client authenticates with `private_key_jwt` and gets no secret."""
     body = _object(req)
     name = body.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise ProblemError(400, "Invalid client", "name is required (at most 200 characters)", "name")
-    client, secret, info = get_services().clients.create(name.strip(), _expiry(body))
+    jwks = validate_jwks(body["jwks"]) if "jwks" in body else None
+    if jwks is not None and "expires_on" in body:
+        raise ProblemError(400, "Invalid client", "expires_on applies to a secret; a client with jwks gets none",
+                           "expires_on")
+    client, secret, info = get_services().clients.create(name.strip(), _expiry(body), jwks)
+    if secret is None or info is None:
+        return _ok(201, client.to_json())
     return _ok(201, {**client.to_json(), "client_secret": secret, "secret": info.to_json()})
+
+
+@manage_endpoint
+def set_client_jwks(req: Request, client_id: str) -> Response:
+    """Replaces the whole set (key rotation: register the new key beside the old, then drop the old)."""
+    body = _object(req)
+    return _ok(200, get_services().clients.set_jwks(client_id, validate_jwks(body)).to_json())
 
 
 @manage_endpoint
