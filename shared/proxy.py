@@ -22,6 +22,7 @@ import re
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -240,9 +241,12 @@ class FhirProxy:
             outcome = operation_outcome(exc.code, exc.diagnostics)
             resource, status, headers = json.dumps(outcome, separators=(",", ":")).encode(), exc.status, {}
         result: dict[str, Any] = {"status": _STATUS_TEXT.get(status, str(status))}
-        for header, key in (("Etag", "etag"), ("Last-Modified", "lastModified"), ("Location", "location")):
+        for header, key in (("Etag", "etag"), ("Location", "location")):
             if header in headers:
                 result[key] = headers[header]
+        modified = _instant(headers.get("Last-Modified"))
+        if modified:
+            result["lastModified"] = modified
         head = b'{"response":' + json.dumps(result, separators=(",", ":")).encode()
         return head + (b',"resource":' + resource + b"}" if resource else b"}")
 
@@ -438,6 +442,15 @@ def _bridge(upstream: Upstream, version: str, asked: Interaction, route: TenantR
 
 
 # --- small helpers ----------------------------------------------------------------------------------
+
+def _instant(http_date: str | None) -> str | None:
+    """A batch entry's `lastModified` is a FHIR instant; the provider's Last-Modified is an HTTP date."""
+    try:
+        parsed = parsedate_to_datetime(http_date) if http_date else None
+    except (TypeError, ValueError):
+        return None
+    return parsed.isoformat() if parsed is not None and parsed.tzinfo is not None else None
+
 
 def _traceparent() -> str:
     """W3C Trace Context for the provider: this request's trace, a new span (shared/requestid.py)."""
