@@ -224,6 +224,11 @@ async def portal_delete_secret(req: Request) -> Response:
     return await serve(portal.delete_secret, req, "secret_id")
 
 
+@app.route(route="portal/jwks", methods=["POST"], auth_level=ANON)
+async def portal_set_jwks(req: Request) -> Response:
+    return await serve(portal.set_jwks, req)
+
+
 @app.route(route="portal/static/{name}", methods=["GET"], auth_level=ANON)
 async def portal_static(req: Request) -> Response:
     return await serve(portal.static, req, "name")
