@@ -157,7 +157,7 @@ class FhirProxy:
         if route.fhir_version != version and "r4" not in (route.fhir_version, version):
             raise FhirError(400, "not-supported",
                             f"this tenant's provider speaks {route.fhir_version.upper()}; use the "
-                            f"{route.fhir_version} FHIR base URL")
+                            f"{route.fhir_version} or r4 FHIR base URL")
         return route
 
     # --- exchange ---------------------------------------------------------------------------------

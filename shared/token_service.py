@@ -262,12 +262,12 @@ class TokenService:
     def _authenticate_assertion(self, client_id: str, assertion: str, urls: Urls) -> Client:
         """`private_key_jwt` (RFC 7523 §3): every failure is the same `invalid_client` family as a
         wrong secret, with the failed check named (never key material). The client is looked up
-        before verifying because its registered keys are what the assertion is checked against."""
+        before verifying because its registered keys are what the assertion is checked against; so
+        an unknown, disabled or keyless client gets the same answer before any check has passed
+        (nothing about the client is told to a caller who has proved nothing)."""
         client = self._clients.cached_client(client_id) if is_guid(client_id) else None
-        if client is None or client.jwks is None:
+        if client is None or client.jwks is None or not client.active:
             raise OAuthError("invalid_client", "client authentication failed", 401)
-        if not client.active:
-            raise OAuthError("unauthorized_client", "this client is disabled")
         if self._replay is None:
             raise OAuthError("invalid_client", "private_key_jwt is not available on this gateway", 401)
         accept_assertion(client.jwks, urls.token_url, client.client_id, assertion, self._replay)

@@ -147,7 +147,7 @@ def test_every_assertion_check_refuses(facts: dict[str, Any], keys: Keys, client
     assert_invalid_client(token_request(facts, signed(), tenant), reason)
 
 
-def test_assertion_beside_a_secret_or_for_an_unknown_client_is_refused(facts: dict[str, Any], keys: Keys,
+def test_assertion_beside_a_secret_or_for_a_client_without_keys_is_refused(facts: dict[str, Any], keys: Keys,
                                                                       client_id: str, tenant: str) -> None:
     signed = assertion(facts, client_id, keys.private["es384"], "es384", "ES384")
     both = requests.post(facts["token_url"], data={
@@ -158,6 +158,16 @@ def test_assertion_beside_a_secret_or_for_an_unknown_client_is_refused(facts: di
     assert_invalid_client(token_request(facts, stranger, tenant), "client authentication failed")
     secret_client = assertion(facts, facts["demo_client_id"], keys.private["es384"], "es384", "ES384")
     assert_invalid_client(token_request(facts, secret_client, tenant), "client authentication failed")
+
+
+def test_a_disabled_client_gets_no_token(stack: Any, facts: dict[str, Any], keys: Keys) -> None:
+    created = stack.manage("POST", "/clients", json={"name": "Soon disabled", "jwks": keys.jwks}).json()
+    other = new_tenant(stack, facts, created["client_id"])
+    signed = assertion(facts, created["client_id"], keys.private["es384"], "es384", "ES384")
+    assert token_request(facts, signed, other).status_code == 200
+    assert stack.manage("POST", f"/clients/{created['client_id']}/disable").status_code == 200
+    signed = assertion(facts, created["client_id"], keys.private["es384"], "es384", "ES384")
+    assert_invalid_client(token_request(facts, signed, other), "client authentication failed")
 
 
 def test_replay_store_on_table_storage(stack: Any) -> None:
