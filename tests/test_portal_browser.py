@@ -178,6 +178,7 @@ def test_a_consumer_registers_rotates_its_secret_and_signs_in_again(
     assert tenant_id in tenants and "Demo hospital (STU3)" in tenants and "STU3" in tenants
     assert text_of(driver, "token-url") == facts["token_url"]
     assert text_of(driver, "fhir-base-stu3") == facts["fhir_base_urls"]["stu3"]
+    assert text_of(driver, "fhir-base-r4") == facts["fhir_base_urls"]["r4"]
     curl = text_of(driver, "curl-example")
     assert client_id in curl and tenant_id in curl and "<your client secret>" in curl and first not in curl
     screenshot(driver, shots, "04-overview")
