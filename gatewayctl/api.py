@@ -71,7 +71,7 @@ def _problem_text(response: requests.Response) -> str:
         text = str(body.get("detail") or body.get("title"))
         errors = body.get("errors")
         field = errors[0].get("field") if isinstance(errors, list) and errors and isinstance(errors[0], dict) else None
-        return f"{field}: {text}" if isinstance(field, str) else text
+        return f"{field}: {text}" if isinstance(field, str) and not text.startswith(field) else text
     return response.reason or "request failed"
 
 

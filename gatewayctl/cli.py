@@ -167,11 +167,13 @@ def _kids(client: dict[str, Any]) -> dict[str, Any]:
 
 
 def clients_create(api: ManageApi, args: argparse.Namespace, out: TextIO) -> None:
-    """With --jwks the client authenticates with private_key_jwt and gets no secret; without, its
-    secret is printed this once."""
+    """With --jwks or --jwks-uri the client authenticates with private_key_jwt and gets no secret;
+    without, its secret is printed this once."""
     body: dict[str, Any] = {"name": args.name}
     if args.jwks:
         body["jwks"] = _jwks_file(args.jwks)
+    if args.jwks_uri:
+        body["jwks_uri"] = args.jwks_uri
     client = api.call("POST", "/clients", body=body).body
 
     def human() -> None:
@@ -322,7 +324,9 @@ def _add_clients(commands: Any, common: argparse.ArgumentParser) -> None:
     create = _leaf(group, "create", "register a client: a secret (shown once), or with --jwks a JWK Set for "
                                     "private_key_jwt (SMART Backend Services)", clients_create, common)
     create.add_argument("name", help="the consumer's name, shown to operators")
-    create.add_argument("--jwks", metavar="FILE", help="a JSON file holding the client's public JWK Set")
+    keys = create.add_mutually_exclusive_group()
+    keys.add_argument("--jwks", metavar="FILE", help="a JSON file holding the client's public JWK Set")
+    keys.add_argument("--jwks-uri", metavar="URL", help="the https URL where the client publishes its JWK Set")
     set_jwks = _leaf(group, "set-jwks", "replace a client's JWK Set (register the new key beside the old one "
                                         "first to rotate)", clients_set_jwks, common)
     set_jwks.add_argument("client_id")

@@ -74,6 +74,7 @@ class Client:
     created: str
     legacy: bool = False  # secrets may still be Key Vault verifiers (created before issue #14)
     jwks: dict | None = None  # public keys for private_key_jwt (SMART Backend Services), if registered
+    jwks_uri: str | None = None  # or where the client publishes them (shared/client_jwks.py)
 
     @property
     def active(self) -> bool:
@@ -83,6 +84,8 @@ class Client:
         out = {"client_id": self.client_id, "name": self.name, "status": self.status, "created": self.created}
         if self.jwks is not None:
             out["jwks"] = self.jwks
+        if self.jwks_uri is not None:
+            out["jwks_uri"] = self.jwks_uri
         return out
 
 
@@ -148,7 +151,7 @@ def _row_key(client_id: str, secret_id: str) -> str:
 def _client(entity: Entity) -> Client:
     d = entity.data
     return Client(entity.key, d.get("name", ""), d.get("status", "disabled"), d.get("created", ""),
-                  d.get("verifiers") != MIGRATED, _stored_jwks(d.get("jwks")))
+                  d.get("verifiers") != MIGRATED, _stored_jwks(d.get("jwks")), d.get("jwks_uri") or None)
 
 
 def _stored_jwks(raw: object) -> dict | None:
@@ -162,13 +165,18 @@ def _stored_jwks(raw: object) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _jwks_property(jwks: dict) -> str:
-    """The set as stored: compact JSON, bounded so the row stays far below Table Storage's limits."""
+def _key_properties(jwks: dict | None, jwks_uri: str | None) -> dict[str, str]:
+    """The row's key properties: the set as compact JSON, bounded so the row stays far below Table
+    Storage's limits, or the (already validated) URL where the client publishes it."""
+    if jwks_uri is not None:
+        return {"jwks_uri": jwks_uri}
+    if jwks is None:
+        return {}
     text = json.dumps(jwks, separators=(",", ":"))
     if len(text) > MAX_JWKS_CHARS:
         raise ProblemError(400, "Invalid JWK Set", f"the JWK Set must be at most {MAX_JWKS_CHARS} characters "
                                                    "of JSON", "jwks")
-    return text
+    return {"jwks": text}
 
 
 def _legacy_name(client_id: str, secret_id: str) -> str:
@@ -277,25 +285,26 @@ class ClientRegistry:
 
     # --- management ---------------------------------------------------------------------------
 
-    def create(self, name: str, expires_on: datetime | None = None,
-               jwks: dict | None = None) -> tuple[Client, str | None, SecretInfo | None]:
-        """A client with a JWK Set (already validated) authenticates with `private_key_jwt` and gets
-        no secret: a secret nobody asked for would only be one more credential to leak."""
-        client = Client(str(uuid.uuid4()), name, "active", _iso(self._now()) or "", jwks=jwks)
-        row = {"name": name, "status": "active", "created": client.created, "verifiers": MIGRATED}
-        if jwks is not None:
-            row["jwks"] = _jwks_property(jwks)
+    def create(self, name: str, expires_on: datetime | None = None, jwks: dict | None = None,
+               jwks_uri: str | None = None) -> tuple[Client, str | None, SecretInfo | None]:
+        """A client with a JWK Set or a `jwks_uri` (validated by the caller) authenticates with
+        `private_key_jwt` and gets no secret: one nobody asked for would only be a credential to leak."""
+        client = Client(str(uuid.uuid4()), name, "active", _iso(self._now()) or "", jwks=jwks, jwks_uri=jwks_uri)
+        row = {"name": name, "status": "active", "created": client.created, "verifiers": MIGRATED,
+               **_key_properties(jwks, jwks_uri)}
         self._table.insert(client.client_id, row)
         self._clients.changed(client.client_id)
-        if jwks is not None:
+        if jwks is not None or jwks_uri is not None:
             return client, None, None
         secret, info = self.add_secret(client.client_id, expires_on)
         return client, secret, info
 
-    def set_jwks(self, client_id: str, jwks: dict) -> Client:
-        """Replace the client's JWK Set (validated by the caller); every instance follows within the TTL."""
+    def set_jwks(self, client_id: str, jwks: dict | None, jwks_uri: str | None = None) -> Client:
+        """Replace the client's keys (a set or a URL, validated by the caller; the other is dropped);
+        every instance follows within the TTL."""
         entity = self._entity(client_id)
-        self._table.replace(client_id, {**entity.data, "jwks": _jwks_property(jwks)}, entity.etag)
+        kept = {k: v for k, v in entity.data.items() if k not in ("jwks", "jwks_uri")}
+        self._table.replace(client_id, {**kept, **_key_properties(jwks, jwks_uri)}, entity.etag)
         self._clients.changed(client_id)
         return self.get(client_id)
 

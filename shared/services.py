@@ -13,6 +13,7 @@ from functools import lru_cache
 
 from shared.aggregate_limits import SharedCounts
 from shared.assertion_replay import TableReplayStore
+from shared.client_jwks import RemoteJwks
 from shared.clientaddr import AddressSource
 from shared.clients import ClientRegistry
 from shared.health import CachedProbe
@@ -85,7 +86,9 @@ def build_services(settings: Settings) -> Services:
     assertions_table = AzureTable.connect(settings.assertions_table, **tables)
     tokens = TokenService(keys, clients, tenants, settings.token_lifetime_seconds, throttle=throttle,
                           address_source=AddressSource.from_settings(settings),
-                          replay=TableReplayStore(assertions_table.sibling))
+                          replay=TableReplayStore(assertions_table.sibling),
+                          remote_jwks=RemoteJwks((settings.upstream_connect_timeout_seconds,
+                                                  settings.upstream_read_timeout_seconds)))
     upstream = UpstreamAuthenticator(
         secrets, timeout=(settings.upstream_connect_timeout_seconds, settings.upstream_read_timeout_seconds),
         secret_ttl=settings.secret_cache_ttl_seconds)

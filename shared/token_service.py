@@ -23,7 +23,8 @@ from urllib.parse import parse_qs, unquote_plus
 import jwt
 
 from shared.aggregate_limits import SharedCounts
-from shared.client_assertion import ReplayStore, accept_assertion, assertion_request
+from shared.client_assertion import InvalidAssertion, ReplayStore, accept_assertion, assertion_request
+from shared.client_jwks import RemoteJwks
 from shared.clientaddr import AddressSource, client_address
 from shared.clients import Client, ClientRegistry, InvalidClient
 from shared.errors import OAuthError
@@ -212,10 +213,12 @@ def _secret_id(secret: str) -> str:
 class TokenService:
     def __init__(self, keys: KeyRing, clients: ClientRegistry, tenants: TenantRegistry, lifetime: int,
                  clock: Callable[[], float] = time.time, throttle: ClientAuthThrottle | None = None,
-                 address_source: AddressSource | None = None, replay: ReplayStore | None = None) -> None:
-        """`replay`: where used client-assertion ids are claimed; without one, `private_key_jwt` is refused."""
+                 address_source: AddressSource | None = None, replay: ReplayStore | None = None,
+                 remote_jwks: RemoteJwks | None = None) -> None:
+        """`replay`: where used client-assertion ids are claimed; without one, `private_key_jwt` is
+        refused. `remote_jwks`: fetches the sets of clients registered with a `jwks_uri`."""
         self._keys, self._clients, self._tenants = keys, clients, tenants
-        self._replay = replay
+        self._replay, self._remote_jwks = replay, remote_jwks
         self._lifetime, self._clock = lifetime, clock
         self._throttle = throttle
         self._address_source = address_source or AddressSource()
@@ -266,12 +269,25 @@ class TokenService:
         an unknown, disabled or keyless client gets the same answer before any check has passed
         (nothing about the client is told to a caller who has proved nothing)."""
         client = self._clients.cached_client(client_id) if is_guid(client_id) else None
-        if client is None or client.jwks is None or not client.active:
+        if client is None or (client.jwks is None and client.jwks_uri is None) or not client.active:
             raise OAuthError("invalid_client", "client authentication failed", 401)
         if self._replay is None:
             raise OAuthError("invalid_client", "private_key_jwt is not available on this gateway", 401)
-        accept_assertion(client.jwks, urls.token_url, client.client_id, assertion, self._replay)
+        jwks = client.jwks if client.jwks is not None else self._published_keys(client.jwks_uri or "", assertion)
+        accept_assertion(jwks, urls.token_url, client.client_id, assertion, self._replay)
         return client
+
+    def _published_keys(self, uri: str, assertion: str) -> dict:
+        """The set at the client's jwks_uri, refreshed early when it lacks the assertion's kid."""
+        try:
+            kid = jwt.get_unverified_header(assertion).get("kid")
+        except jwt.PyJWTError:
+            kid = None  # accept_assertion names the failure
+        kid = kid if isinstance(kid, str) else None
+        jwks = self._remote_jwks.get(uri, kid) if self._remote_jwks is not None else None
+        if jwks is None:
+            raise InvalidAssertion("the client's jwks_uri did not serve a usable JWK Set")
+        return jwks
 
     @staticmethod
     def _check_grant(form: dict[str, str]) -> None:

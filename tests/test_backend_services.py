@@ -8,9 +8,13 @@ stack's STU3 sample EHR. Everything goes through the real gateway (Azurite, Key 
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
@@ -21,6 +25,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from shared.assertion_replay import TableReplayStore
 from shared.client_assertion import CLOCK_SKEW_SECONDS
+from shared.client_jwks import REFRESH_SECONDS, RemoteJwks
 from shared.stores.tables import AzureTable
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -217,6 +222,86 @@ def test_put_jwks_replaces_the_set(stack: Any, facts: dict[str, Any], keys: Keys
     assert stack.manage("PUT", f"/clients/{uuid.uuid4()}/jwks", json=only_rsa).status_code == 404
     bad = stack.manage("PUT", f"/clients/{created['client_id']}/jwks", json={"keys": []})
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "jwks.keys"
+
+
+class JwksHost:
+    """A client's own web server publishing its JWK Set (plain http on loopback: the local stack
+    allows it, as it does for the sample EHRs; production requires https)."""
+
+    def __init__(self) -> None:
+        self.body: Any = {"keys": []}
+        self.status, self.requests = 200, 0
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                host.requests += 1
+                data = json.dumps(host.body).encode()
+                self.send_response(host.status)
+                self.send_header("Content-Type", "application/jwk-set+json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture()
+def jwks_host() -> Iterator[JwksHost]:
+    host = JwksHost()
+    yield host
+    host.server.shutdown()
+    host.server.server_close()
+
+
+def test_jwks_uri_client_keys_are_fetched_from_its_server(stack: Any, facts: dict[str, Any], keys: Keys,
+                                                          jwks_host: JwksHost) -> None:
+    jwks_host.body = {"keys": [keys.jwks["keys"][0]]}
+    created = stack.manage("POST", "/clients", json={"name": "Publishes its keys", "jwks_uri": jwks_host.url})
+    assert created.status_code == 201, created.text
+    client = created.json()
+    assert client["jwks_uri"] == jwks_host.url and "client_secret" not in client and "jwks" not in client
+    tenant_id = new_tenant(stack, facts, client["client_id"])
+    for _ in range(2):  # the second request uses the cached set
+        signed = assertion(facts, client["client_id"], keys.private["es384"], "es384", "ES384")
+        assert token_request(facts, signed, tenant_id).status_code == 200
+    assert jwks_host.requests == 1
+    # switched to a server that publishes a private key: unusable, refused without a usable set
+    switched = stack.manage("PUT", f"/clients/{client['client_id']}/jwks",
+                            json={"jwks_uri": jwks_host.url + "?v=2"})
+    assert switched.status_code == 200 and switched.json()["jwks_uri"].endswith("?v=2")
+    jwks_host.body = {"keys": [{**ECAlgorithm.to_jwk(keys.private["es384"], as_dict=True), "kid": "es384"}]}
+    signed = assertion(facts, client["client_id"], keys.private["es384"], "es384", "ES384")
+    assert_invalid_client(token_request(facts, signed, tenant_id), "jwks_uri did not serve a usable JWK Set")
+
+
+@pytest.mark.parametrize("uri", ["http://keys.example.org/jwks", "https://user:pw@keys.example.org/jwks",
+                                 "ftp://keys.example.org/jwks", 42])
+def test_a_jwks_uri_must_be_https(stack: Any, uri: Any) -> None:
+    response = stack.manage("POST", "/clients", json={"name": "Bad URI", "jwks_uri": uri})
+    assert response.status_code == 400 and response.json()["errors"][0]["field"] == "jwks_uri"
+
+
+def test_remote_jwks_refreshes_for_a_new_kid_at_most_every_refresh_period(jwks_host: JwksHost, keys: Keys) -> None:
+    now = [1000.0]
+    remote = RemoteJwks((5, 5), clock=lambda: now[0])
+    jwks_host.body = {"keys": [keys.jwks["keys"][0]]}
+    assert remote.get(jwks_host.url, "es384") == jwks_host.body
+    jwks_host.body = {"keys": [keys.jwks["keys"][1]]}  # the client rotated
+    now[0] += REFRESH_SECONDS - 1
+    assert remote.get(jwks_host.url, "rs384")["keys"][0]["kid"] == "es384", "no refetch within the period"
+    now[0] += 2
+    assert remote.get(jwks_host.url, "rs384")["keys"][0]["kid"] == "rs384"
+    jwks_host.status = 404
+    now[0] += REFRESH_SECONDS
+    assert remote.get(jwks_host.url, "another") is None
+    assert remote.get(jwks_host.url, "another") is None, "a failure is remembered too"
+    assert jwks_host.requests == 3
 
 
 # --- SMART system scopes --------------------------------------------------------------------------

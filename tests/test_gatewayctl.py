@@ -158,6 +158,11 @@ def test_clients_create_with_jwks_and_set_jwks(facts: dict[str, Any], tmp_path: 
     jwks_file.write_text(json.dumps({"keys": [{**ECAlgorithm.to_jwk(key, as_dict=True), "kid": "leak"}]}))
     failed(ctl(facts, "clients", "set-jwks", created["client_id"], str(jwks_file)), "jwks.keys[0].d: private key")
     failed(ctl(facts, "clients", "create", "x", "--jwks", str(tmp_path / "missing.json")), "cannot read")
+    published = as_json(ctl(facts, "clients", "create", "CLI publisher", "--jwks-uri",
+                            "https://keys.example.org/jwks.json", "--json"))
+    assert published["jwks_uri"] == "https://keys.example.org/jwks.json" and "client_secret" not in published
+    failed(ctl(facts, "clients", "create", "x", "--jwks-uri", "http://keys.example.org/jwks"),
+           "jwks_uri must use https")
     with_secret = ok(ctl(facts, "clients", "create", "CLI secret client"))
     assert "shown once" in with_secret and "client_secret" in with_secret
 
