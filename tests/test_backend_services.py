@@ -59,11 +59,11 @@ def client_id(stack: Any, keys: Keys) -> str:
     return body["client_id"]
 
 
-def new_tenant(stack: Any, facts: dict[str, Any], client_id: str, **extra: Any) -> str:
-    """A tenant of the STU3 sample EHR that only this module's client may use."""
+def new_tenant(stack: Any, facts: dict[str, Any], client_id: str, version: str = "stu3", **extra: Any) -> str:
+    """A tenant of a sample EHR (STU3 unless said) that only this module's client may use."""
     tenant_id = str(uuid.uuid4())
-    body = {"display_name": "Backend services hospital", "provider_base_url": facts["provider_base_urls"]["stu3"],
-            "fhir_version": "stu3", "upstream_auth": {"kind": "none"}, "allowed_clients": [client_id],
+    body = {"display_name": "Backend services hospital", "provider_base_url": facts["provider_base_urls"][version],
+            "fhir_version": version, "upstream_auth": {"kind": "none"}, "allowed_clients": [client_id],
             "enabled": True, **extra}
     assert stack.manage("PUT", f"/tenants/{tenant_id}", json=body).status_code == 201
     return tenant_id
@@ -357,6 +357,27 @@ def test_passthrough_batch_with_a_refused_entry_is_refused_whole(stack: Any, fac
     answered = fhir(facts, token, "POST", "", json=batch("Patient?_count=1", "Observation?_count=1"))
     assert answered.status_code == 403 and answered.json()["resourceType"] == "OperationOutcome"
     assert fhir(facts, token, "POST", "", json=batch("Patient?_count=1")).status_code == 200
+
+
+def test_r4_facade_over_dstu2_with_an_allow_list_and_narrowed_scopes(stack: Any, facts: dict[str, Any],
+                                                                    keys: Keys, client_id: str) -> None:
+    """A DSTU2 tenant that allows Patient and MedicationOrder serves R4 MedicationRequest (one resource
+    under two names, for the allow-list and the scopes alike), and nothing else."""
+    dstu2 = new_tenant(stack, facts, client_id, "dstu2", resource_types=["Patient", "MedicationOrder"])
+    issued = signed_token(facts, keys, client_id, f"{dstu2} system/Patient.rs system/MedicationRequest.s")
+    assert issued["scope"] == f"{dstu2} system/MedicationRequest.s system/Patient.rs"
+    headers = {"Authorization": f"Bearer {issued['access_token']}"}
+    r4 = facts["fhir_base_urls"]["r4"]
+    patients = requests.get(f"{r4}/Patient", params={"_count": "1"}, headers=headers, timeout=TIMEOUT)
+    assert patients.status_code == 200, patients.text
+    patient_id = patients.json()["entry"][0]["resource"]["id"]
+    orders = requests.get(f"{r4}/MedicationRequest", params={"patient": patient_id}, headers=headers,
+                          timeout=TIMEOUT)
+    assert orders.status_code == 200, orders.text
+    assert {e["resource"]["resourceType"] for e in orders.json().get("entry", [])} <= {"MedicationRequest"}
+    observations = requests.get(f"{r4}/Observation", params={"patient": patient_id}, headers=headers,
+                                timeout=TIMEOUT)
+    assert observations.status_code == 403 and "not available for this tenant" in observations.text
 
 
 def test_discovery_advertises_private_key_jwt(facts: dict[str, Any]) -> None:
