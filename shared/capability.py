@@ -1,8 +1,9 @@
 """Capability statements of the gateway's FHIR facades (FHIR-1, AUTH-3, AUTH-4).
 
-STU3 serves a `CapabilityStatement` (3.0.2), DSTU2 a `Conformance` (1.0.2). Both list exactly
-the resource types and search parameters the Teams Patients app uses in that version, and
-advertise the token URL in the SMART `oauth-uris` extension so the app can find it unauthenticated.
+STU3 serves a `CapabilityStatement` (3.0.2), DSTU2 a `Conformance` (1.0.2), R4 a
+`CapabilityStatement` (4.0.1). Each lists exactly the resource types and search parameters the
+Teams Patients app uses in that version, and advertises the token URL in the SMART `oauth-uris`
+extension so the app can find it unauthenticated.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """The OAuth 2.0 authorization server (client-credentials grant, RFC 6749 §4.4) and token verification.
 
 `issue` turns a token request into a signed JWT for one tenant; `verify` is what the FHIR proxy
-runs on every request. Verification follows RFC 8725: one allowed algorithm, keys only from our
+runs on every request. Clients authenticate with a secret (post or Basic) or, as SMART Backend
+Services, with a signed assertion (`private_key_jwt`, shared/client_assertion.py); `scope` is the
+tenant id, optionally narrowed by SMART system scopes (shared/smart_scopes.py), which the token's
+`scope` claim carries for the proxy to enforce. Verification follows RFC 8725: one allowed algorithm, keys only from our
 own key ring by `kid` (never `jku`/`x5u`/embedded keys), and iss/aud/exp/nbf/iat all required.
 """
 
