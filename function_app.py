@@ -134,6 +134,11 @@ async def manage_disable_client(req: Request) -> Response:
     return await serve(handlers.disable_client, req, "client_id")
 
 
+@app.route(route="manage/clients/{client_id}/jwks", methods=["PUT"], auth_level=KEY)
+async def manage_set_client_jwks(req: Request) -> Response:
+    return await serve(handlers.set_client_jwks, req, "client_id")
+
+
 @app.route(route="manage/clients/{client_id}/secrets", methods=["GET"], auth_level=KEY)
 async def manage_list_secrets(req: Request) -> Response:
     return await serve(handlers.list_secrets, req, "client_id")
@@ -224,6 +229,11 @@ async def portal_add_secret(req: Request) -> Response:
 @app.route(route="portal/secrets/{secret_id}/delete", methods=["POST"], auth_level=ANON)
 async def portal_delete_secret(req: Request) -> Response:
     return await serve(portal.delete_secret, req, "secret_id")
+
+
+@app.route(route="portal/jwks", methods=["POST"], auth_level=ANON)
+async def portal_set_jwks(req: Request) -> Response:
+    return await serve(portal.set_jwks, req)
 
 
 @app.route(route="portal/static/{name}", methods=["GET"], auth_level=ANON)

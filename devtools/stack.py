@@ -234,7 +234,7 @@ class Stack:
         facts = {
             "gateway_base_url": base,
             "instance_urls": self.facts["instance_urls"],
-            "fhir_base_urls": {v: f"{base}/api/fhir/{v}" for v in ("stu3", "dstu2")},
+            "fhir_base_urls": {v: f"{base}/api/fhir/{v}" for v in ("stu3", "dstu2", "r4")},
             "token_url": f"{base}/api/oauth2/token",
             "manage_url": f"{base}/api/manage",
             "manage_key": self.manage_key,

@@ -68,7 +68,10 @@ def _problem_text(response: requests.Response) -> str:
     except ValueError:
         body = None
     if isinstance(body, dict) and (body.get("detail") or body.get("title")):
-        return str(body.get("detail") or body.get("title"))
+        text = str(body.get("detail") or body.get("title"))
+        errors = body.get("errors")
+        field = errors[0].get("field") if isinstance(errors, list) and errors and isinstance(errors[0], dict) else None
+        return f"{field}: {text}" if isinstance(field, str) and not text.startswith(field) else text
     return response.reason or "request failed"
 
 

@@ -148,13 +148,59 @@ def clients_list(api: ManageApi, args: argparse.Namespace, out: TextIO) -> None:
     _emit(args, {"clients": clients}, out, lambda: table(clients, _CLIENT_COLUMNS, out))
 
 
+def _jwks_file(path: str) -> Any:
+    """A JWK Set file (public keys); the gateway validates it and names any bad field."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise CtlError(f"cannot read the JWK Set file {path}: {exc.strerror}") from exc
+    return _json_option(text, path)
+
+
+def _kids(client: dict[str, Any]) -> dict[str, Any]:
+    """For people: the registered keys by kid, not the whole JWK Set."""
+    if "jwks" not in client:
+        return client
+    rest = {k: v for k, v in client.items() if k != "jwks"}
+    return {**rest, "keys": [f"{k.get('kid')} ({k.get('kty')})" for k in client["jwks"].get("keys", [])]}
+
+
+def clients_create(api: ManageApi, args: argparse.Namespace, out: TextIO) -> None:
+    """With --jwks or --jwks-uri the client authenticates with private_key_jwt and gets no secret;
+    without, its secret is printed this once."""
+    body: dict[str, Any] = {"name": args.name}
+    if args.jwks:
+        body["jwks"] = _jwks_file(args.jwks)
+    if args.jwks_uri:
+        body["jwks_uri"] = args.jwks_uri
+    client = api.call("POST", "/clients", body=body).body
+
+    def human() -> None:
+        print(f"created client {client['client_id']}", file=out)
+        if "client_secret" in client:
+            print("its secret, shown once (store it now):", file=out)
+        fields(_kids({k: v for k, v in client.items() if k != "secret"}), out)
+    _emit(args, client, out, human)
+
+
+def clients_set_jwks(api: ManageApi, args: argparse.Namespace, out: TextIO) -> None:
+    what = f"client {args.client_id}"
+    client = api.call("PUT", f"/clients/{args.client_id}/jwks", body=_jwks_file(args.file), what=what).body
+
+    def human() -> None:
+        print(f"replaced the JWK Set of {what}", file=out)
+        fields(_kids(client), out)
+    _emit(args, client, out, human)
+
+
 def clients_show(api: ManageApi, args: argparse.Namespace, out: TextIO) -> None:
     what = f"client {args.client_id}"
     client = api.call("GET", f"/clients/{args.client_id}", what=what).body
     secrets = api.call("GET", f"/clients/{args.client_id}/secrets", what=what).body["secrets"]
 
     def human() -> None:
-        fields(client, out)
+        fields(_kids(client), out)
         print("\nsecrets (values are never shown):", file=out)
         rows = [{**s, "starts_with": f"{s['secret_id']}~{s['hint']}..."} for s in secrets]
         table(rows, _SECRET_COLUMNS, out)
@@ -272,9 +318,19 @@ def _add_tenants(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def _add_clients(commands: Any, common: argparse.ArgumentParser) -> None:
     group = commands.add_parser("clients", help="registered consumer clients",
-                                description="Inspect and disable consumer clients.").add_subparsers(
+                                description="Register, inspect and disable consumer clients.").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     _leaf(group, "list", "list every client", clients_list, common)
+    create = _leaf(group, "create", "register a client: a secret (shown once), or with --jwks a JWK Set for "
+                                    "private_key_jwt (SMART Backend Services)", clients_create, common)
+    create.add_argument("name", help="the consumer's name, shown to operators")
+    keys = create.add_mutually_exclusive_group()
+    keys.add_argument("--jwks", metavar="FILE", help="a JSON file holding the client's public JWK Set")
+    keys.add_argument("--jwks-uri", metavar="URL", help="the https URL where the client publishes its JWK Set")
+    set_jwks = _leaf(group, "set-jwks", "replace a client's JWK Set (register the new key beside the old one "
+                                        "first to rotate)", clients_set_jwks, common)
+    set_jwks.add_argument("client_id")
+    set_jwks.add_argument("file", metavar="FILE", help="a JSON file holding the public JWK Set")
     _leaf(group, "show", "show a client and its secrets (never their values)", clients_show,
           common).add_argument("client_id")
     _leaf(group, "disable", "disable a client: it gets no more tokens", clients_disable,

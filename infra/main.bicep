@@ -140,6 +140,9 @@ param portalSessionsTableName string = 'portalsessions'
 @description('GATEWAY_LIMITS_TABLE: table of rate-limit counts shared by every instance.')
 param limitsTableName string = 'ratelimits'
 
+@description('GATEWAY_ASSERTIONS_TABLE: table of used client-assertion ids (private_key_jwt replay protection, shared by every instance).')
+param assertionsTableName string = 'assertions'
+
 @description('TOKEN_LIFETIME_SECONDS: lifetime of the access tokens the gateway issues.')
 @minValue(0)
 param tokenLifetimeSeconds int = 3600
@@ -296,6 +299,7 @@ module storage 'modules/storage.bicep' = {
     invitationsTableName: invitationsTableName
     portalSessionsTableName: portalSessionsTableName
     limitsTableName: limitsTableName
+    assertionsTableName: assertionsTableName
   }
 }
 
@@ -344,6 +348,7 @@ var gatewayAppSettings = {
   GATEWAY_INVITATIONS_TABLE: invitationsTableName
   GATEWAY_PORTAL_SESSIONS_TABLE: portalSessionsTableName
   GATEWAY_LIMITS_TABLE: limitsTableName
+  GATEWAY_ASSERTIONS_TABLE: assertionsTableName
   KEY_VAULT_URL: keyVault.outputs.vaultUri
   TOKEN_LIFETIME_SECONDS: string(tokenLifetimeSeconds)
   SECRET_CACHE_TTL_SECONDS: string(secretCacheTtlSeconds)

@@ -1,8 +1,9 @@
 """Capability statements of the gateway's FHIR facades (FHIR-1, AUTH-3, AUTH-4).
 
-STU3 serves a `CapabilityStatement` (3.0.2), DSTU2 a `Conformance` (1.0.2). Both list exactly
-the resource types and search parameters the Teams Patients app uses in that version, and
-advertise the token URL in the SMART `oauth-uris` extension so the app can find it unauthenticated.
+STU3 serves a `CapabilityStatement` (3.0.2), DSTU2 a `Conformance` (1.0.2), R4 a
+`CapabilityStatement` (4.0.1). Each lists exactly the resource types and search parameters the
+Teams Patients app uses in that version, and advertises the token URL in the SMART `oauth-uris`
+extension so the app can find it unauthenticated.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from shared.errors import FhirError
 from shared.urls import Urls
 
 FHIR_RELEASE = {"stu3": "3.0.2", "dstu2": "1.0.2"}
-CONTENT_TYPE = {"stu3": "application/fhir+json", "dstu2": "application/json+fhir"}
+CONTENT_TYPE = {"stu3": "application/fhir+json", "dstu2": "application/json+fhir", "r4": "application/fhir+json"}
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 R4_RELEASE = "4.0.1"
 SOFTWARE_VERSION = "1.0.0"
@@ -42,8 +43,9 @@ _JSON_FORMATS = {"json", "application/json", "application/fhir+json", "applicati
 def facade_version(version: str) -> str:
     """Validate the `{version}` route segment; unknown ones are a 404 OperationOutcome."""
     key = version.lower()
-    if key not in FHIR_RELEASE:
-        raise FhirError(404, "not-found", f"unknown FHIR version {version!r}; this gateway serves stu3 and dstu2")
+    if key not in CONTENT_TYPE:
+        raise FhirError(404, "not-found", f"unknown FHIR version {version!r}; this gateway serves stu3, dstu2 "
+                                          "and r4")
     return key
 
 
@@ -96,6 +98,8 @@ def _described(version: str, urls: Urls) -> dict:
 
 def capability_statement(version: str, urls: Urls) -> dict:
     version = facade_version(version)
+    if version == "r4":
+        return r4_capability_statement(urls)
     statement = {
         "resourceType": "CapabilityStatement" if version == "stu3" else "Conformance",
         **_described(version, urls),
@@ -135,8 +139,7 @@ def smart_configuration(urls: Urls) -> dict:
 def r4_capability_statement(urls: Urls) -> dict:
     """The R4 facade's CapabilityStatement (4.0.1), served unauthenticated at `/api/fhir/r4/metadata`.
 
-    Kept apart from `capability_statement` so that `facade_version` goes on refusing `r4` until the
-    proxy serves the R4 facade. It lists the STU3 facade's resources and parameters (the Patients
+    It lists the STU3 facade's resources and parameters (the Patients
     app's set, R4 names) and advertises SMART Backend Services beside the tenant-id token.
     """
     return {
@@ -171,10 +174,8 @@ SCOPES_SUPPORTED = ("system/*.read", "system/*.rs", "system/*.r", "system/*.s")
 
 
 def backend_services_configuration(urls: Urls) -> dict:
-    """`.well-known/smart-configuration` once `private_key_jwt` and SMART scopes are wired in.
-
-    Replaces `smart_configuration` for every facade at that point (advertising it earlier would
-    promise an authentication the token endpoint does not yet accept). No authorization or
+    """`.well-known/smart-configuration` of every facade: `private_key_jwt` beside client secrets,
+    and SMART system scopes. No authorization or
     PKCE metadata: the only grant is client_credentials, so SMART's launch-related fields
     (authorization_endpoint, code_challenge_methods_supported) do not apply.
     """

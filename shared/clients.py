@@ -33,6 +33,7 @@ import binascii
 import contextlib
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import threading
@@ -57,6 +58,8 @@ _CLIENT_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 _PEPPER_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 _CACHE_MAX = 10_000
 _LOAD_STRIPES = 64
+# A JWK Set lives in the client's row (one Table property holds 64 KiB): ten 4096-bit RSA keys fit.
+MAX_JWKS_CHARS = 16 * 1024
 
 
 class InvalidClient(Exception):
@@ -70,13 +73,20 @@ class Client:
     status: str
     created: str
     legacy: bool = False  # secrets may still be Key Vault verifiers (created before issue #14)
+    jwks: dict | None = None  # public keys for private_key_jwt (SMART Backend Services), if registered
+    jwks_uri: str | None = None  # or where the client publishes them (shared/client_jwks.py)
 
     @property
     def active(self) -> bool:
         return self.status == "active"
 
     def to_json(self) -> dict:
-        return {"client_id": self.client_id, "name": self.name, "status": self.status, "created": self.created}
+        out = {"client_id": self.client_id, "name": self.name, "status": self.status, "created": self.created}
+        if self.jwks is not None:
+            out["jwks"] = self.jwks
+        if self.jwks_uri is not None:
+            out["jwks_uri"] = self.jwks_uri
+        return out
 
 
 @dataclass(frozen=True)
@@ -141,7 +151,32 @@ def _row_key(client_id: str, secret_id: str) -> str:
 def _client(entity: Entity) -> Client:
     d = entity.data
     return Client(entity.key, d.get("name", ""), d.get("status", "disabled"), d.get("created", ""),
-                  d.get("verifiers") != MIGRATED)
+                  d.get("verifiers") != MIGRATED, _stored_jwks(d.get("jwks")), d.get("jwks_uri") or None)
+
+
+def _stored_jwks(raw: object) -> dict | None:
+    """The row's JWK Set (validated when it was registered); an unreadable one authenticates nobody."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _key_properties(jwks: dict | None, jwks_uri: str | None) -> dict[str, str]:
+    """The row's key properties: the set as compact JSON, bounded so the row stays far below Table
+    Storage's limits, or the (already validated) URL where the client publishes it."""
+    if jwks_uri is not None:
+        return {"jwks_uri": jwks_uri}
+    if jwks is None:
+        return {}
+    text = json.dumps(jwks, separators=(",", ":"))
+    if len(text) > MAX_JWKS_CHARS:
+        raise ProblemError(400, "Invalid JWK Set", f"the JWK Set must be at most {MAX_JWKS_CHARS} characters "
+                                                   "of JSON", "jwks")
+    return {"jwks": text}
 
 
 def _legacy_name(client_id: str, secret_id: str) -> str:
@@ -250,13 +285,28 @@ class ClientRegistry:
 
     # --- management ---------------------------------------------------------------------------
 
-    def create(self, name: str, expires_on: datetime | None = None) -> tuple[Client, str, SecretInfo]:
-        client = Client(str(uuid.uuid4()), name, "active", _iso(self._now()) or "")
-        self._table.insert(client.client_id, {"name": name, "status": "active", "created": client.created,
-                                              "verifiers": MIGRATED})
+    def create(self, name: str, expires_on: datetime | None = None, jwks: dict | None = None,
+               jwks_uri: str | None = None) -> tuple[Client, str | None, SecretInfo | None]:
+        """A client with a JWK Set or a `jwks_uri` (validated by the caller) authenticates with
+        `private_key_jwt` and gets no secret: one nobody asked for would only be a credential to leak."""
+        client = Client(str(uuid.uuid4()), name, "active", _iso(self._now()) or "", jwks=jwks, jwks_uri=jwks_uri)
+        row = {"name": name, "status": "active", "created": client.created, "verifiers": MIGRATED,
+               **_key_properties(jwks, jwks_uri)}
+        self._table.insert(client.client_id, row)
         self._clients.changed(client.client_id)
+        if jwks is not None or jwks_uri is not None:
+            return client, None, None
         secret, info = self.add_secret(client.client_id, expires_on)
         return client, secret, info
+
+    def set_jwks(self, client_id: str, jwks: dict | None, jwks_uri: str | None = None) -> Client:
+        """Replace the client's keys (a set or a URL, validated by the caller; the other is dropped);
+        every instance follows within the TTL."""
+        entity = self._entity(client_id)
+        kept = {k: v for k, v in entity.data.items() if k not in ("jwks", "jwks_uri")}
+        self._table.replace(client_id, {**kept, **_key_properties(jwks, jwks_uri)}, entity.etag)
+        self._clients.changed(client_id)
+        return self.get(client_id)
 
     def _entity(self, client_id: str) -> Entity:
         if not _CLIENT_ID_RE.match(client_id):

@@ -14,7 +14,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from shared.capability import CONTENT_TYPE, capability_statement, check_format, facade_version, smart_configuration
+from shared.capability import (
+    CONTENT_TYPE,
+    backend_services_configuration,
+    capability_statement,
+    check_format,
+    facade_version,
+)
 from shared.errors import (
     NO_STORE,
     AlreadyExists,
@@ -31,6 +37,7 @@ from shared.http import Request, Response
 from shared.invitations import DEFAULT_HOURS as DEFAULT_INVITATION_HOURS
 from shared.jsonbody import InvalidJson, loads_strict
 from shared.offloop import inline_first
+from shared.outbound import BadUrl, current_policy, normalise_url
 from shared.services import Services, get_services
 from shared.urls import Urls, urls_for
 
@@ -127,7 +134,7 @@ def metadata(req: Request, version: str) -> Response:
 @fhir_endpoint
 def smart_config(req: Request, version: str) -> Response:
     facade_version(version)
-    return Response.json(200, smart_configuration(urls(req, get_services())))
+    return Response.json(200, backend_services_configuration(urls(req, get_services())))
 
 
 @inline_first
@@ -137,7 +144,8 @@ def jwks(req: Request) -> Response:
                          {"Cache-Control": "public, max-age=300"})
 
 
-_TOKEN_PARAMETERS = {"grant_type", "grant-type", "client_id", "client_secret", "scope"}
+_TOKEN_PARAMETERS = {"grant_type", "grant-type", "client_id", "client_secret", "scope", "client_assertion",
+                     "client_assertion_type"}
 
 
 @inline_first
@@ -231,14 +239,46 @@ def _ok(status: int, payload: Any, etag: str | None = None) -> Response:
     return Response.json(status, payload, "application/json", headers)
 
 
+def _keys(body: dict) -> tuple[dict | None, str | None]:
+    """A JWK Set (`jwks`) or the https URL where the client publishes one (`jwks_uri`), not both."""
+    if "jwks" in body and "jwks_uri" in body:
+        raise ProblemError(400, "Invalid client", "send jwks or jwks_uri, not both", "jwks_uri")
+    if "jwks_uri" in body:
+        try:
+            return None, normalise_url(body["jwks_uri"], current_policy(), base=False)
+        except BadUrl as exc:
+            raise ProblemError(400, "Invalid client", f"jwks_uri {exc}", "jwks_uri") from exc
+    if "jwks" not in body:
+        return None, None
+    from shared.client_assertion import validate_jwks  # PyJWT: loaded on first use, not at import
+
+    return validate_jwks(body["jwks"]), None
+
+
 @manage_endpoint
 def create_client(req: Request) -> Response:
+    """With `jwks` or `jwks_uri` the client authenticates with `private_key_jwt` and gets no secret."""
     body = _object(req)
     name = body.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise ProblemError(400, "Invalid client", "name is required (at most 200 characters)", "name")
-    client, secret, info = get_services().clients.create(name.strip(), _expiry(body))
+    jwks, jwks_uri = _keys(body)
+    if (jwks is not None or jwks_uri is not None) and "expires_on" in body:
+        raise ProblemError(400, "Invalid client", "expires_on applies to a secret; a client with keys gets none",
+                           "expires_on")
+    client, secret, info = get_services().clients.create(name.strip(), _expiry(body), jwks, jwks_uri)
+    if secret is None or info is None:
+        return _ok(201, client.to_json())
     return _ok(201, {**client.to_json(), "client_secret": secret, "secret": info.to_json()})
+
+
+@manage_endpoint
+def set_client_jwks(req: Request, client_id: str) -> Response:
+    """Replaces the whole set (key rotation: register the new key beside the old, then drop the old).
+    The body is the JWK Set itself, or `{"jwks_uri": ...}` to have the gateway fetch it from there."""
+    body = _object(req)
+    jwks, jwks_uri = _keys({"jwks_uri": body["jwks_uri"]} if "jwks_uri" in body else {"jwks": body})
+    return _ok(200, get_services().clients.set_jwks(client_id, jwks, jwks_uri).to_json())
 
 
 @manage_endpoint

@@ -126,9 +126,20 @@ def stu3_sort(action: Interaction) -> Interaction:
     return replace(action, query=tuple(spell(n, v) for n, v in action.query))
 
 
+_MEDICATION = frozenset({"MedicationOrder", "MedicationRequest"})
+
+
+def permitted_types(allowed: tuple[str, ...] | None) -> frozenset[str]:
+    """A tenant's allow-list as the facades see it. DSTU2's MedicationOrder is R4's and STU3's
+    MedicationRequest: an allow-list naming either admits both, so a DSTU2 tenant that allows its
+    medication orders serves them through the R4 facade too (and an R4 tenant through DSTU2's)."""
+    permitted = frozenset(allowed) if allowed is not None else DEFAULT_RESOURCE_TYPES
+    return permitted | _MEDICATION if permitted & _MEDICATION else permitted
+
+
 def check_resource_type(rtype: str | None, allowed: tuple[str, ...] | None) -> None:
     """Per-tenant allow-list (default: the Patients app's types plus Practitioner, Organization, Location)."""
-    permitted = frozenset(allowed) if allowed is not None else DEFAULT_RESOURCE_TYPES
+    permitted = permitted_types(allowed)
     if rtype is not None and rtype not in permitted:
         raise FhirError(403, "forbidden", f"resource type {rtype} is not available for this tenant")
 
@@ -156,7 +167,7 @@ def drop_disallowed_entries(bundle: dict[str, Any], allowed: tuple[str, ...] | N
     OperationOutcome entries (search mode `outcome`) are the provider's warnings and always stay.
     `total` is left as the provider sent it: it counts matches of the searched type, not entries.
     """
-    permitted = (frozenset(allowed) if allowed is not None else DEFAULT_RESOURCE_TYPES) | {"OperationOutcome"}
+    permitted = permitted_types(allowed) | {"OperationOutcome"}
     entries = bundle.get("entry")
     if not isinstance(entries, list):
         return Counter()

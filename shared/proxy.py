@@ -22,14 +22,17 @@ import re
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
+from shared import smart_scopes
 from shared.audit import Audit
 from shared.batch import BatchRunner
 from shared.bridge import convert_response, translate_request
+from shared.bridge.up import convert_response_up, translate_request_up
 from shared.capability import CONTENT_TYPE
 from shared.clients import ClientRegistry
 from shared.errors import FhirError, StoreUnavailable, operation_outcome
@@ -108,7 +111,7 @@ class FhirProxy:
         audit.client_id, audit.tenant_id = claims.client_id, claims.tenant_id
         if req.method.upper() == "POST" and not path.strip("/"):
             audit.interaction = "batch"
-            return await self._batch(req, route, version, urls, audit, authorization, pages)
+            return await self._batch(req, route, version, urls, audit, authorization, pages, claims.grant)
         form = req.body if req.method.upper() == "POST" else b""
         if form and not req.headers.get("content-type", "").lower().startswith("application/x-www-form-urlencoded"):
             raise FhirError(415, "not-supported", "POST _search needs an application/x-www-form-urlencoded body")
@@ -118,6 +121,7 @@ class FhirProxy:
             raise FhirError(400, "invalid", "the search body is not UTF-8") from exc
         audit.interaction, audit.resource_type = action.kind, action.resource_type
         check_resource_type(action.resource_type, route.resource_types)
+        smart_scopes.check(claims.grant, action)
         return await self._exchange(route, version, action, req.headers, urls, audit, authorization, pages,
                                     stream=True)
 
@@ -150,10 +154,10 @@ class FhirProxy:
         route = self._tenants.resolve(claims.tenant_id)
         if route is None or not route.allows(claims.client_id):
             raise FhirError(403, "forbidden", "this client may not access this tenant (disabled or not allowed)")
-        if route.fhir_version not in (version, "r4"):
+        if route.fhir_version != version and "r4" not in (route.fhir_version, version):
             raise FhirError(400, "not-supported",
                             f"this tenant's provider speaks {route.fhir_version.upper()}; use the "
-                            f"{route.fhir_version} FHIR base URL")
+                            f"{route.fhir_version} or r4 FHIR base URL")
         return route
 
     # --- exchange ---------------------------------------------------------------------------------
@@ -164,10 +168,10 @@ class FhirProxy:
         """Ask the provider in its own dialect, answer the client in the facade's. A paging request
         goes on only as a link this tenant was handed (400 otherwise), without the gateway's MAC."""
         asked = _provider_action(route, version, pages.verified(action))
-        bridged = route.fhir_version == "r4"
+        bridged = _bridged(route, version)
         url = f"{route.provider_base_url}/{asked.upstream_path}"
         out = {name: headers.get(name) for name in _PASS_REQUEST if headers.get(name)}
-        out["Accept"] = _accept(headers.get("accept"), route.fhir_version)
+        out["Accept"] = CONTENT_TYPE[route.fhir_version] if bridged else _accept(headers.get("accept"), version)
         out["X-Request-Id"] = audit.request_id
         out["traceparent"] = _traceparent()
         if asked.kind == "search-post":
@@ -204,28 +208,32 @@ class FhirProxy:
     # --- batch (FHIR-2) -------------------------------------------------------------------------
 
     async def _batch(self, req: Request, route: TenantRoute, version: str, urls: Urls, audit: Audit,
-                     authorization: str | None, pages: PageLinks) -> Response:
+                     authorization: str | None, pages: PageLinks, granted: smart_scopes.Grant | None) -> Response:
         bundle = _parse_bundle(req.body)
         entries = bundle.get("entry") or []
         if not isinstance(entries, list) or len(entries) > MAX_BATCH_ENTRIES:
             raise FhirError(400, "invalid", f"a batch holds a list of at most {MAX_BATCH_ENTRIES} entries")
         audit.entries = len(entries)
-        if route.batch_passthrough and route.fhir_version != "r4":  # R4 entries must be bridged one by one
-            return await self._batch_passthrough(entries, route, version, urls, audit, authorization, pages)
+        if route.batch_passthrough and not _bridged(route, version):  # bridged entries go one by one
+            return await self._batch_passthrough(entries, route, version, urls, audit, authorization, pages,
+                                                 granted)
 
         async def fetch(entry: object, budget: int) -> bytes:
-            return await self._batch_entry(entry, req, route, version, urls, audit, authorization, pages, budget)
+            return await self._batch_entry(entry, req, route, version, urls, audit, authorization, pages, budget,
+                                           granted)
 
         return Response(200, b"", {"Content-Type": CONTENT_TYPE[version]},
                         stream=self._batches.run(route.tenant_id, entries, fetch))
 
     async def _batch_entry(self, entry: object, req: Request, route: TenantRoute, version: str, urls: Urls,
-                           audit: Audit, authorization: str | None, pages: PageLinks, budget: int) -> bytes:
+                           audit: Audit, authorization: str | None, pages: PageLinks, budget: int,
+                           granted: smart_scopes.Grant | None) -> bytes:
         """One batch-response entry as JSON bytes. The resource is spliced in as the provider's bytes:
         `_shape` has checked they are one JSON object, so parsing and re-serialising them is waste."""
         try:
             action = batch_entry_interaction(entry)
             check_resource_type(action.resource_type, route.resource_types)
+            smart_scopes.check(granted, action)
             response = await self._exchange(route, version, action, req.headers, urls, audit, authorization,
                                             pages, stream=False, limit=min(budget, self._provider.size_limit))
             resource, status, headers = response.body, response.status, response.headers
@@ -233,21 +241,27 @@ class FhirProxy:
             outcome = operation_outcome(exc.code, exc.diagnostics)
             resource, status, headers = json.dumps(outcome, separators=(",", ":")).encode(), exc.status, {}
         result: dict[str, Any] = {"status": _STATUS_TEXT.get(status, str(status))}
-        for header, key in (("Etag", "etag"), ("Last-Modified", "lastModified"), ("Location", "location")):
+        for header, key in (("Etag", "etag"), ("Location", "location")):
             if header in headers:
                 result[key] = headers[header]
+        modified = _instant(headers.get("Last-Modified"))
+        if modified:
+            result["lastModified"] = modified
         head = b'{"response":' + json.dumps(result, separators=(",", ":")).encode()
         return head + (b',"resource":' + resource + b"}" if resource else b"}")
 
     async def _batch_passthrough(self, entries: list, route: TenantRoute, version: str, urls: Urls,
-                                 audit: Audit, authorization: str | None, pages: PageLinks) -> Response:
+                                 audit: Audit, authorization: str | None, pages: PageLinks,
+                                 granted: smart_scopes.Grant | None) -> Response:
         """For providers that run batches well: validate every entry (a paging entry must be a link
-        this tenant was handed), then send the Bundle the gateway validated (never the client's raw
-        bytes) and stream the provider's batch-response."""
+        this tenant was handed; a type the token's SMART scopes refuse fails the whole batch with
+        403, as nothing was sent yet to answer the others with), then send the Bundle the gateway
+        validated (never the client's raw bytes) and stream the provider's batch-response."""
         actions = []
         for entry in entries:
             action = batch_entry_interaction(entry)
             check_resource_type(action.resource_type, route.resource_types)
+            smart_scopes.check(granted, action)
             actions.append(_provider_action(route, version, pages.verified(action)))
         headers = {"Content-Type": CONTENT_TYPE[version], "Accept": CONTENT_TYPE[version],
                    "X-Request-Id": audit.request_id, "traceparent": _traceparent()}
@@ -405,19 +419,38 @@ def _loads(raw: bytes) -> Any:
         return None
 
 
+def _bridged(route: TenantRoute, version: str) -> bool:
+    """Exactly one side speaks R4 (`_route` admits no other mismatch): down from an R4 provider to
+    the STU3/DSTU2 facade, or up from an STU3/DSTU2 provider to the R4 facade."""
+    return route.fhir_version != version
+
+
 def _bridge(upstream: Upstream, version: str, asked: Interaction, route: TenantRoute, audit: Audit) -> Upstream:
-    """Convert a whole R4 answer (resource, Bundle or OperationOutcome) to the facade version.
+    """Convert a whole answer (resource, Bundle or OperationOutcome) to the facade version.
 
     Anything that is not JSON is left for `_shape` to refuse; a 304 has no body to convert."""
     if upstream.status == 304 or not _looks_like_fhir_json(upstream):
         return upstream
-    converted, dropped = convert_response(version, asked, orjson.loads(upstream.head), route.provider_base_url)
+    body = orjson.loads(upstream.head)
+    if version == "r4":
+        converted, dropped = convert_response_up(route.fhir_version, body, route.provider_base_url)
+    else:
+        converted, dropped = convert_response(version, asked, body, route.provider_base_url)
     audit.count_dropped(dropped)
     return Upstream(upstream.status, {**upstream.headers, "content-type": CONTENT_TYPE[version]},
                     orjson.dumps(converted))
 
 
 # --- small helpers ----------------------------------------------------------------------------------
+
+def _instant(http_date: str | None) -> str | None:
+    """A batch entry's `lastModified` is a FHIR instant; the provider's Last-Modified is an HTTP date."""
+    try:
+        parsed = parsedate_to_datetime(http_date) if http_date else None
+    except (TypeError, ValueError):
+        return None
+    return parsed.isoformat() if parsed is not None and parsed.tzinfo is not None else None
+
 
 def _traceparent() -> str:
     """W3C Trace Context for the provider: this request's trace, a new span (shared/requestid.py)."""
@@ -439,9 +472,12 @@ def _accept(accept: str | None, version: str) -> str:
 
 
 def _provider_action(route: TenantRoute, version: str, action: Interaction) -> Interaction:
-    """R4 providers get the bridged request; STU3 providers their own spelling of sort order."""
-    if route.fhir_version == "r4":
+    """Bridged requests are translated (down to an R4 provider, up from the R4 facade); STU3 providers
+    get their own spelling of sort order."""
+    if route.fhir_version == "r4" and version != "r4":
         return translate_request(version, action)
+    if version == "r4" and route.fhir_version != "r4":
+        return translate_request_up(route.fhir_version, action)
     if route.fhir_version == "stu3":
         return stu3_sort(action)
     return action

@@ -55,6 +55,8 @@ def build_services(settings: Settings) -> Services:
     from azure.identity import DefaultAzureCredential
 
     from shared.aggregate_limits import SharedCounts
+    from shared.assertion_replay import TableReplayStore
+    from shared.client_jwks import RemoteJwks
     from shared.clientaddr import AddressSource
     from shared.clients import ClientRegistry
     from shared.health import CachedProbe
@@ -93,8 +95,13 @@ def build_services(settings: Settings) -> Services:
                                   good_for_seconds=max(settings.token_lifetime_seconds,
                                                        settings.token_failure_window_seconds),
                                   shared=shared(settings.token_failure_window_seconds))
+    # private_key_jwt: used assertion ids, one partition per client, shared by every instance
+    assertions_table = AzureTable.connect(settings.assertions_table, **tables)
     tokens = TokenService(keys, clients, tenants, settings.token_lifetime_seconds, throttle=throttle,
-                          address_source=AddressSource.from_settings(settings))
+                          address_source=AddressSource.from_settings(settings),
+                          replay=TableReplayStore(assertions_table.sibling),
+                          remote_jwks=RemoteJwks((settings.upstream_connect_timeout_seconds,
+                                                  settings.upstream_read_timeout_seconds)))
     upstream = UpstreamAuthenticator(
         secrets, timeout=(settings.upstream_connect_timeout_seconds, settings.upstream_read_timeout_seconds),
         secret_ttl=settings.secret_cache_ttl_seconds)

@@ -71,6 +71,7 @@ class Settings:
     client_address_trusted_hops: int = 1
     portal_sessions_table: str = "portalsessions"
     health_cache_seconds: int = 15
+    assertions_table: str = "assertions"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -84,6 +85,7 @@ class Settings:
             invitations_table=_str("GATEWAY_INVITATIONS_TABLE") or "invitations",
             portal_sessions_table=_str("GATEWAY_PORTAL_SESSIONS_TABLE") or "portalsessions",
             limits_table=_str("GATEWAY_LIMITS_TABLE") or "ratelimits",
+            assertions_table=_str("GATEWAY_ASSERTIONS_TABLE") or "assertions",
             key_vault_url=_str("KEY_VAULT_URL"),
             key_vault_ca_bundle=_str("KEY_VAULT_CA_BUNDLE"),
             token_lifetime_seconds=_int("TOKEN_LIFETIME_SECONDS", 3600),

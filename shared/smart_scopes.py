@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from shared.errors import FhirError, OAuthError
-from shared.policy import DEFAULT_RESOURCE_TYPES, Interaction
+from shared.policy import Interaction, permitted_types
 from shared.routes import is_guid
 
 READ, SEARCH = "read", "search"
@@ -112,7 +112,7 @@ def grant(request: ScopeRequest, allowed_types: Iterable[str] | None) -> Grant |
     """
     if not request.smart:
         return None
-    allowed = frozenset(allowed_types or ()) or DEFAULT_RESOURCE_TYPES
+    allowed = permitted_types(tuple(allowed_types or ()) or None)
     types: dict[str, frozenset[str]] = {}
     for scope in request.smart:
         for rtype in _expand(scope.resource_type, allowed):

@@ -1,7 +1,10 @@
 """The OAuth 2.0 authorization server (client-credentials grant, RFC 6749 §4.4) and token verification.
 
 `issue` turns a token request into a signed JWT for one tenant; `verify` is what the FHIR proxy
-runs on every request. Verification follows RFC 8725: one allowed algorithm, keys only from our
+runs on every request. Clients authenticate with a secret (post or Basic) or, as SMART Backend
+Services, with a signed assertion (`private_key_jwt`, shared/client_assertion.py); `scope` is the
+tenant id, optionally narrowed by SMART system scopes (shared/smart_scopes.py), which the token's
+`scope` claim carries for the proxy to enforce. Verification follows RFC 8725: one allowed algorithm, keys only from our
 own key ring by `kid` (never `jku`/`x5u`/embedded keys), and iss/aud/exp/nbf/iat all required.
 """
 
@@ -23,12 +26,15 @@ from urllib.parse import parse_qs, unquote_plus
 import jwt
 
 from shared.aggregate_limits import SharedCounts
+from shared.client_assertion import InvalidAssertion, ReplayStore, accept_assertion, assertion_request
+from shared.client_jwks import RemoteJwks
 from shared.clientaddr import AddressSource, client_address
 from shared.clients import Client, ClientRegistry, InvalidClient
 from shared.errors import OAuthError
 from shared.ratelimit import RateLimiter
 from shared.routes import TenantRegistry, is_guid
 from shared.signing import ALGORITHM, KeyRing
+from shared.smart_scopes import Grant, grant, grant_from_claim, parse_scope, token_scope
 from shared.urls import Urls
 
 audit_log = logging.getLogger("gateway.audit")
@@ -37,7 +43,8 @@ GRANT = "client_credentials"
 LEEWAY_SECONDS = 30
 _VERIFIED_MAX = 4096  # verified tokens remembered per instance (a few MB at most)
 _FORM_TYPE = "application/x-www-form-urlencoded"
-_SINGLE = ("grant_type", "grant-type", "client_id", "client_secret", "scope")
+_SINGLE = ("grant_type", "grant-type", "client_id", "client_secret", "scope", "client_assertion",
+           "client_assertion_type")
 
 
 MAX_TOKEN_CHARS = 8192
@@ -59,6 +66,7 @@ class AccessClaims:
     tenant_id: str
     jti: str
     expires_at: int
+    grant: Grant | None = None  # the SMART system scopes the token was narrowed to; None: the whole tenant
 
 
 def _parse_form(body: bytes, content_type: str | None) -> dict[str, str]:
@@ -214,8 +222,12 @@ def _secret_id(secret: str) -> str:
 class TokenService:
     def __init__(self, keys: KeyRing, clients: ClientRegistry, tenants: TenantRegistry, lifetime: int,
                  clock: Callable[[], float] = time.time, throttle: ClientAuthThrottle | None = None,
-                 address_source: AddressSource | None = None) -> None:
+                 address_source: AddressSource | None = None, replay: ReplayStore | None = None,
+                 remote_jwks: RemoteJwks | None = None) -> None:
+        """`replay`: where used client-assertion ids are claimed; without one, `private_key_jwt` is
+        refused. `remote_jwks`: fetches the sets of clients registered with a `jwks_uri`."""
         self._keys, self._clients, self._tenants = keys, clients, tenants
+        self._replay, self._remote_jwks = replay, remote_jwks
         self._lifetime, self._clock = lifetime, clock
         self._throttle = throttle
         self._address_source = address_source or AddressSource()
@@ -245,18 +257,50 @@ class TokenService:
         form = _parse_form(body, headers.get("content-type"))
         self._check_grant(form)
         source = client_address(headers, self._address_source)
-        client = self._authenticate(form, headers.get("authorization"), source)
+        authorization = headers.get("authorization")
+        signed = assertion_request(form, basic_auth=(authorization or "").strip().lower().startswith("basic "))
+        if signed is not None:
+            client = self._authenticate_assertion(*signed, urls)
+        else:
+            client = self._authenticate(form, authorization, source)
         record["client_id"] = client.client_id
-        tenant_id = self._granted_tenant(form.get("scope", ""), client)
+        tenant_id, scope = self._granted_scope(form.get("scope", ""), client)
         record["tenant_id"] = tenant_id
         now = int(self._clock())
         claims = {"iss": urls.issuer, "aud": urls.audience, "sub": client.client_id,
-                  "client_id": client.client_id, "tid": tenant_id, "scope": tenant_id, "iat": now,
+                  "client_id": client.client_id, "tid": tenant_id, "scope": scope, "iat": now,
                   "nbf": now, "exp": now + self._lifetime, "jti": str(uuid.uuid4())}
         record["jti"] = claims["jti"]
         key = self._keys.current()
         token = jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": "at+jwt"})
-        return {"access_token": token, "token_type": "Bearer", "expires_in": self._lifetime, "scope": tenant_id}
+        return {"access_token": token, "token_type": "Bearer", "expires_in": self._lifetime, "scope": scope}
+
+    def _authenticate_assertion(self, client_id: str, assertion: str, urls: Urls) -> Client:
+        """`private_key_jwt` (RFC 7523 §3): every failure is the same `invalid_client` family as a
+        wrong secret, with the failed check named (never key material). The client is looked up
+        before verifying because its registered keys are what the assertion is checked against; so
+        an unknown, disabled or keyless client gets the same answer before any check has passed
+        (nothing about the client is told to a caller who has proved nothing)."""
+        client = self._clients.cached_client(client_id) if is_guid(client_id) else None
+        if client is None or (client.jwks is None and client.jwks_uri is None) or not client.active:
+            raise OAuthError("invalid_client", "client authentication failed", 401)
+        if self._replay is None:
+            raise OAuthError("invalid_client", "private_key_jwt is not available on this gateway", 401)
+        jwks = client.jwks if client.jwks is not None else self._published_keys(client.jwks_uri or "", assertion)
+        accept_assertion(jwks, urls.token_url, client.client_id, assertion, self._replay)
+        return client
+
+    def _published_keys(self, uri: str, assertion: str) -> dict:
+        """The set at the client's jwks_uri, refreshed early when it lacks the assertion's kid."""
+        try:
+            kid = jwt.get_unverified_header(assertion).get("kid")
+        except jwt.PyJWTError:
+            kid = None  # accept_assertion names the failure
+        kid = kid if isinstance(kid, str) else None
+        jwks = self._remote_jwks.get(uri, kid) if self._remote_jwks is not None else None
+        if jwks is None:
+            raise InvalidAssertion("the client's jwks_uri did not serve a usable JWK Set")
+        return jwks
 
     @staticmethod
     def _check_grant(form: dict[str, str]) -> None:
@@ -306,14 +350,14 @@ class TokenService:
             raise OAuthError("unauthorized_client", "this client is disabled")
         return client
 
-    def _granted_tenant(self, scope: str, client: Client) -> str:
-        parts = scope.split()
-        if len(parts) != 1 or not is_guid(parts[0]):
-            raise OAuthError("invalid_scope", "scope must be exactly one Azure AD tenant id (a GUID)")
-        route = self._tenants.resolve(parts[0])
+    def _granted_scope(self, scope: str, client: Client) -> tuple[str, str]:
+        """The tenant and the granted `scope`: the tenant id alone (unchanged for the Patients app), or
+        followed by the SMART system scopes narrowed to the tenant's allow-list."""
+        request = parse_scope(scope)
+        route = self._tenants.resolve(request.tenant_id)
         if route is None or not route.allows(client.client_id):
             raise OAuthError("invalid_scope", "this client may not request tokens for that tenant")
-        return route.tenant_id
+        return route.tenant_id, token_scope(route.tenant_id, grant(request, route.resource_types))
 
     def verify(self, token: str, urls: Urls) -> AccessClaims:
         """Verified once, then remembered until it expires: the ES256 check was the largest part of the
@@ -355,16 +399,22 @@ class TokenService:
             raise InvalidToken("token expired") from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken("token rejected") from exc
-        tenant, client_id = claims.get("tid"), claims.get("client_id")
-        if not isinstance(tenant, str) or claims.get("scope") != tenant or client_id != claims.get("sub"):
+        tenant, client_id, scope = claims.get("tid"), claims.get("client_id"), claims.get("scope")
+        if not isinstance(tenant, str) or not isinstance(scope, str) or client_id != claims.get("sub"):
             raise InvalidToken("token rejected")
+        try:
+            granted = grant_from_claim(scope)
+            if parse_scope(scope).tenant_id != tenant:
+                raise InvalidToken("token rejected")
+        except OAuthError as exc:
+            raise InvalidToken("token rejected") from exc
         if not all(_numeric_date(claims[name]) for name in ("exp", "iat", "nbf")):  # RFC 7519 §2 (PyJWT takes "123")
             raise InvalidToken("token rejected")
         if claims["exp"] - claims["iat"] > self._lifetime + LEEWAY_SECONDS:
             # We never issue longer-lived tokens: one that claims so was minted with a stolen key
             # (or before the lifetime was lowered), and must not outlive what we would issue now.
             raise InvalidToken("token rejected")
-        return kid, AccessClaims(str(client_id), tenant, str(claims["jti"]), int(claims["exp"]))
+        return kid, AccessClaims(str(client_id), tenant, str(claims["jti"]), int(claims["exp"]), granted)
 
 
 def _audit(record: dict[str, str | None]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ROUTE_PREFIX = "api"
-FACADE_VERSIONS = ("stu3", "dstu2")
+FACADE_VERSIONS = ("stu3", "dstu2", "r4")
 
 
 @dataclass(frozen=True)

@@ -183,6 +183,6 @@ def start_stack(state_dir: Path, *, ehr_versions: tuple[str, ...] = (), **extra_
         stack.stop()
         raise
     stack.facts.update({"gateway_base_url": base, "token_url": f"{base}/api/oauth2/token",
-                        "fhir_base_urls": {v: f"{base}/api/fhir/{v}" for v in ("stu3", "dstu2")},
+                        "fhir_base_urls": {v: f"{base}/api/fhir/{v}" for v in ("stu3", "dstu2", "r4")},
                         "provider_base_urls": providers})
     return stack

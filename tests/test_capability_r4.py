@@ -42,9 +42,10 @@ def test_r4_statement_lists_the_patients_app_resources_with_r4_names():
     assert all({i["code"] for i in r["interaction"]} == {"read", "search-type"} for r in resources.values())
 
 
-def test_r4_is_not_yet_a_routable_facade_version():
+def test_r4_is_a_routable_facade_version():
+    assert facade_version("R4") == "r4"
     with pytest.raises(FhirError) as info:
-        facade_version("r4")
+        facade_version("r5")
     assert info.value.status == 404
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
 from portal_client import PortalUser, error_text
 
 from shared.portal.handlers import INVITATION_FAILED
@@ -25,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_NAME = "Demo hospital (STU3)"
 STALE = "changed by someone else since you read it; run show and retry"
 LEAVES = [["tenants", a] for a in ("add", "update", "list", "show", "disable", "remove")] + \
-         [["clients", a] for a in ("list", "show", "disable")] + \
+         [["clients", a] for a in ("list", "create", "set-jwks", "show", "disable")] + \
          [["invitations", a] for a in ("create", "list", "revoke")] + [["signing-key", "rotate"], ["doctor"]]
 
 
@@ -140,6 +142,29 @@ def test_clients_list_show_disable(facts: dict[str, Any], manage: Any, tenant: s
     assert as_json(ctl(facts, "clients", "show", client_id, "--json"))["status"] == "disabled"
     assert token_response(facts, tenant, client_id, secret).status_code in (400, 401)
     failed(ctl(facts, "clients", "show", str(uuid.uuid4())), "not found")
+
+
+def test_clients_create_with_jwks_and_set_jwks(facts: dict[str, Any], tmp_path: Path) -> None:
+    """A JWK Set client gets no secret; set-jwks replaces the set; a private key is refused naming the field."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    public = {**ECAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "cli-1"}
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(json.dumps({"keys": [public]}))
+    created = as_json(ctl(facts, "clients", "create", "CLI backend service", "--jwks", str(jwks_file), "--json"))
+    assert "client_secret" not in created and created["jwks"]["keys"][0]["kid"] == "cli-1"
+    jwks_file.write_text(json.dumps({"keys": [{**public, "kid": "cli-2"}]}))
+    replaced = ok(ctl(facts, "clients", "set-jwks", created["client_id"], str(jwks_file)))
+    assert "replaced the JWK Set" in replaced and "cli-2 (EC)" in replaced and "cli-1" not in replaced
+    jwks_file.write_text(json.dumps({"keys": [{**ECAlgorithm.to_jwk(key, as_dict=True), "kid": "leak"}]}))
+    failed(ctl(facts, "clients", "set-jwks", created["client_id"], str(jwks_file)), "jwks.keys[0].d: private key")
+    failed(ctl(facts, "clients", "create", "x", "--jwks", str(tmp_path / "missing.json")), "cannot read")
+    published = as_json(ctl(facts, "clients", "create", "CLI publisher", "--jwks-uri",
+                            "https://keys.example.org/jwks.json", "--json"))
+    assert published["jwks_uri"] == "https://keys.example.org/jwks.json" and "client_secret" not in published
+    failed(ctl(facts, "clients", "create", "x", "--jwks-uri", "http://keys.example.org/jwks"),
+           "jwks_uri must use https")
+    with_secret = ok(ctl(facts, "clients", "create", "CLI secret client"))
+    assert "shown once" in with_secret and "client_secret" in with_secret
 
 
 def test_invitations_create_list_revoke(facts: dict[str, Any]) -> None:

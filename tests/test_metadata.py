@@ -267,7 +267,7 @@ def test_xml_is_not_acceptable_406_operation_outcome(facts: dict[str, Any], vers
     assert response.headers["Content-Type"].split(";")[0] == CONTENT_TYPE[version]
 
 
-@pytest.mark.parametrize("path", ["r4/metadata", "dstu3/metadata", "r4/.well-known/smart-configuration"])
+@pytest.mark.parametrize("path", ["r5/metadata", "dstu3/metadata", "r5/.well-known/smart-configuration"])
 def test_unknown_fhir_version_is_404_operation_outcome(gateway: str, path: str) -> None:
     response = requests.get(f"{gateway}/api/fhir/{path}", timeout=TIMEOUT)
     assert_operation_outcome(response, 404, "not-found")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,10 +27,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
+import jwt
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm
 
 from devtools.stack import PYTHON, Stack
 from tests.gateway_calls import basic, start_stack
@@ -206,6 +209,33 @@ def drive_everything(leaky: Leaky) -> None:
                                            timeout=TIMEOUT))
     rec.add("malformed basic", requests.post(token_url, data={"grant_type": "client_credentials"},
                                              headers={"Authorization": f"Basic {consumer.secret}"}, timeout=TIMEOUT))
+
+    # SMART Backend Services: a client assertion is a credential for its five minutes; its private key always
+    key, stranger = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP384R1())
+    jwk = {**ECAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "leak-test"}
+    backend = rec.add("jwks client", stack.manage("POST", "/clients", json={"name": "Backend",
+                                                                           "jwks": {"keys": [jwk]}})).json()
+
+    def signed(signer: Any = key, **claims: Any) -> str:
+        now = int(time.time())
+        return jwt.encode({"iss": backend["client_id"], "sub": backend["client_id"], "aud": token_url,
+                           "exp": now + 120, "jti": str(uuid.uuid4()), **claims}, signer, algorithm="ES384",
+                          headers={"kid": "leak-test"})
+
+    good = signed()
+    assertions = {"assertion": good, "replayed assertion": good, "assertion wrong key": signed(stranger),
+                  "assertion wrong aud": signed(aud=f"{leaky.fhir}/api/manage"),
+                  "assertion far exp": signed(exp=int(time.time()) + 3600)}
+    for label, assertion in assertions.items():
+        rec.add(label, requests.post(token_url, data={
+            "grant_type": "client_credentials", "client_assertion": assertion,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "scope": f"{leaky.tenants['bearer']} system/Patient.read"}, timeout=TIMEOUT))
+    rec.secrets.update(assertions.values())
+    for private in (key, stranger):
+        pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode()
+        rec.secrets.add(pem.splitlines()[1][:40])
 
     # FHIR with PHI in every place a consumer puts it, through every upstream auth kind.
     stu3, dstu2 = f"{leaky.fhir}/api/fhir/stu3", f"{leaky.fhir}/api/fhir/dstu2"

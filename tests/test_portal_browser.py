@@ -9,14 +9,20 @@ test-artifacts/portal/ (git-ignored).
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
 from portal_client import invitation
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -115,6 +121,23 @@ def read_clipboard(driver: WebDriver) -> str | None:
         "const done = arguments[0]; navigator.clipboard.readText().then(done, () => done(null));")
 
 
+def assertion_token_status(facts: dict[str, Any], client_id: str, key: Any, kid: str, tenant_id: str) -> int:
+    """A SMART Backend Services token request signed with the key the consumer registered."""
+    now = int(time.time())
+    signed = jwt.encode({"iss": client_id, "sub": client_id, "aud": facts["token_url"], "exp": now + 120,
+                         "jti": str(uuid.uuid4())}, key, algorithm="ES384", headers={"kid": kid})
+    return requests.post(facts["token_url"], data={
+        "grant_type": "client_credentials", "client_assertion": signed, "scope": tenant_id,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, timeout=30).status_code
+
+
+def paste_jwks(driver: WebDriver, jwks: dict[str, Any]) -> None:
+    field = wait_for(driver, By.ID, "jwks")
+    field.clear()
+    field.send_keys(json.dumps(jwks))
+    driver.find_element(By.XPATH, "//button[normalize-space()='Register keys']").click()
+
+
 def test_a_consumer_registers_rotates_its_secret_and_signs_in_again(
         browser: WebDriver, shots: Path, facts: dict[str, Any], manage: Any) -> None:
     driver, portal = browser, facts["portal_url"]
@@ -155,6 +178,7 @@ def test_a_consumer_registers_rotates_its_secret_and_signs_in_again(
     assert tenant_id in tenants and "Demo hospital (STU3)" in tenants and "STU3" in tenants
     assert text_of(driver, "token-url") == facts["token_url"]
     assert text_of(driver, "fhir-base-stu3") == facts["fhir_base_urls"]["stu3"]
+    assert text_of(driver, "fhir-base-r4") == facts["fhir_base_urls"]["r4"]
     curl = text_of(driver, "curl-example")
     assert client_id in curl and tenant_id in curl and "<your client secret>" in curl and first not in curl
     screenshot(driver, shots, "04-overview")
@@ -199,6 +223,18 @@ def test_a_consumer_registers_rotates_its_secret_and_signs_in_again(
     remaining = wait_for(driver, By.CSS_SELECTOR, "tbody").find_elements(By.TAG_NAME, "tr")
     assert len(remaining) == 1 and second.split("~")[0] in remaining[0].text
     screenshot(driver, shots, "10-secret-rotated")
+
+    # SMART Backend Services: a pasted private key is refused naming the member; the public key is taken
+    key = ec.generate_private_key(ec.SECP384R1())
+    paste_jwks(driver, {"keys": [{**ECAlgorithm.to_jwk(key, as_dict=True), "kid": "browser-1"}]})
+    refused = wait_for(driver, By.CSS_SELECTOR, ".notice.error").text
+    assert "jwks.keys[0].d" in refused and "private key material" in refused
+    assert '"kid": "browser-1"' in driver.find_element(By.ID, "jwks").get_attribute("value"), "kept to fix"
+    paste_jwks(driver, {"keys": [{**ECAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "browser-1"}]})
+    assert "browser-1" in wait_for(driver, By.CSS_SELECTOR, ".notice.success").text
+    assert "browser-1 (EC P-384)" in driver.find_element(By.CSS_SELECTOR, "ul.key-list").text
+    screenshot(driver, shots, "10b-public-keys-registered")
+    assert assertion_token_status(facts, client_id, key, "browser-1", tenant_id) == 200
 
     # a phone: no sideways scrolling, still every part reachable
     driver.set_window_size(*PHONE)

@@ -148,7 +148,9 @@ def test_signed_in_changes_need_this_sessions_synchronizer_token(portal: str, ma
         data = {"expires_in_days": "30", **({"csrf_token": token} if token else {})}
         assert user.post("/secrets", data).status_code == 403
         assert user.post("/signout", data).status_code == 403
+        assert user.post("/jwks", {**data, "jwks": '{"keys": []}'}).status_code == 403
     assert len(manage("GET", f"/clients/{client_id}/secrets").json()["secrets"]) == 1
+    assert "jwks" not in manage("GET", f"/clients/{client_id}").json()
     assert user.get("/secrets").status_code == 200, "still signed in"
 
 

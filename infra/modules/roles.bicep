@@ -57,7 +57,7 @@ resource storageTableContributor 'Microsoft.Authorization/roleAssignments@2022-0
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributor)
     principalId: principalId
     principalType: 'ServicePrincipal'
-    description: 'FHIR gateway: tenants, clients, invitations, portal sessions and rate-limit tables'
+    description: 'FHIR gateway: tenants, clients, invitations, portal sessions, rate-limit and client-assertion tables'
   }
 }
 

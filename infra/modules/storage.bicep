@@ -1,7 +1,7 @@
 // Storage for the Functions host (keys, locks, diagnostic events), the deployment package
 // container and the gateway's tables (tenants = tenant routes, clients = client registry,
 // invitations = registration invitations, portalsessions = portal session generations,
-// ratelimits = failure counts shared by every instance).
+// ratelimits = failure counts shared by every instance, assertions = used client-assertion ids).
 // Reached only with Microsoft Entra ID (managed identity): shared keys are switched off, so no
 // connection string or SAS for this account can exist anywhere.
 
@@ -40,6 +40,9 @@ param portalSessionsTableName string
 
 @description('Table that holds rate-limit counts shared by every instance (GATEWAY_LIMITS_TABLE).')
 param limitsTableName string
+
+@description('Table that holds used client-assertion ids, for replay protection (GATEWAY_ASSERTIONS_TABLE).')
+param assertionsTableName string
 
 @description('Days a deleted blob or container can be restored.')
 @minValue(1)
@@ -146,6 +149,11 @@ resource portalSessionsTable 'Microsoft.Storage/storageAccounts/tableServices/ta
 resource limitsTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
   parent: tableService
   name: limitsTableName
+}
+
+resource assertionsTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: assertionsTableName
 }
 
 output name string = storage.name

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.client_assertion import validate_jwks
 from shared.clientaddr import AddressSource, client_address
 from shared.clients import Client, InvalidClient
 from shared.errors import NotFound, ProblemError, StoreUnavailable
 from shared.http import Request, Response
 from shared.invitations import InvalidInvitation, code_id
+from shared.jsonbody import InvalidJson, loads_strict
 from shared.portal import pages
 from shared.portal.sessions import FORM_TOKEN_SECONDS, SESSION_SECONDS, Session
 from shared.portal.web import (
@@ -299,7 +301,8 @@ def register(req: Request) -> Response:
 
 def _secrets_page(ctx: Context, session: Session, client: Client, status: int = 200, **extra: Any) -> Response:
     infos = ctx.services.clients.list_secrets(client.client_id)
-    html = pages.secrets(ctx.links, infos, ctx.services.sessions.csrf_token(session), datetime.now(UTC), **extra)
+    html = pages.secrets(ctx.links, infos, ctx.services.sessions.csrf_token(session), datetime.now(UTC),
+                         jwks=client.jwks, **extra)
     return page(status, html)
 
 
@@ -341,6 +344,31 @@ def delete_secret(req: Request, secret_id: str) -> Response:
     if secret_id == session.secret_id:  # the session was bound to it and has ended with it
         return redirect(ctx.links.signin, ctx.cookie(SESSION_COOKIE, "", 0))
     return redirect(f"{ctx.links.secrets}?deleted={secret_id}")
+
+
+@portal_endpoint
+def set_jwks(req: Request) -> Response:
+    """Register (replace) the client's JWK Set for private_key_jwt. Validated as the management API
+    does; a refused set comes back in the form with the reason, naming the offending member."""
+    ctx = _context(req)
+    session, client, form = _session_form(req, ctx)
+    text = form.get("jwks", "")
+    try:
+        jwks = validate_jwks(loads_strict(text.encode()))
+        client = ctx.services.clients.set_jwks(client.client_id, jwks)
+    except InvalidJson as exc:
+        return _secrets_page(ctx, session, client, 400, jwks_text=text,
+                             error=f"The JWK Set was not accepted: it is not valid JSON ({exc}).")
+    except ProblemError as exc:
+        if exc.status != 400:
+            raise
+        where = f"{exc.field}: " if exc.field else ""
+        return _secrets_page(ctx, session, client, 400, jwks_text=text,
+                             error=f"The JWK Set was not accepted: {where}{exc.detail}.")
+    kids = ", ".join(k["kid"] for k in jwks["keys"])
+    ttl = ctx.services.settings.secret_cache_ttl_seconds
+    return _secrets_page(ctx, session, client, status_note=f"Registered the public keys {kids}. Token requests "
+                                                           f"signed with them are accepted within {ttl} seconds.")
 
 
 @portal_endpoint

@@ -33,6 +33,9 @@ _TENANT_TABLE = Template(
     '<th scope="col">Status</th></tr></thead><tbody>$rows</tbody></table></div>')
 _TENANT_ROW = Template('<tr><td data-label="Name">$name</td><td data-label="Tenant ID"><code>$tenant_id</code></td>'
                        '<td data-label="FHIR version">$version</td><td data-label="Status">$status</td></tr>')
+_KEY_ITEM = Template('<li><code>$kid</code> ($kind)</li>')
+_KEY_LIST = Template('<ul class="key-list" aria-label="Registered public keys">$items</ul>')
+_NO_KEYS = Safe('<p>No public keys are registered.</p>')
 _NO_TENANTS = Safe('<p>No tenant allows this client yet. Send your client ID to the gateway operator and ask '
                    'them to add it to your customers\' tenants.</p>')
 
@@ -62,6 +65,10 @@ class Links:
     @property
     def static(self) -> str:
         return f"{self.home}/static"
+
+    @property
+    def jwks(self) -> str:
+        return f"{self.home}/jwks"
 
     def delete(self, secret_id: str) -> str:
         return f"{self.home}/secrets/{secret_id}/delete"
@@ -182,12 +189,24 @@ def _secret_rows(links: Links, infos: Sequence[SecretInfo], csrf: str, now: date
                 for i in infos)
 
 
+def _key_list(jwks: dict | None) -> Safe:
+    keys = (jwks or {}).get("keys") or []
+    if not keys:
+        return _NO_KEYS
+    items = join(fragment(_KEY_ITEM, kid=k.get("kid", ""), kind=" ".join(str(k[m]) for m in ("kty", "crv", "alg")
+                                                                          if m in k)) for k in keys)
+    return fragment(_KEY_LIST, items=items)
+
+
 def secrets(links: Links, infos: Sequence[SecretInfo], csrf: str, now: datetime, *, status_note: str = "",
-            error: str = "", new_secret: tuple[str, SecretInfo] | None = None) -> str:
+            error: str = "", new_secret: tuple[str, SecretInfo] | None = None, jwks: dict | None = None,
+            jwks_text: str = "") -> str:
+    """`jwks_text`: what the consumer pasted, shown again when it was refused so it can be fixed."""
     shown_once = Safe("")
     if new_secret is not None:
         shown_once = render("new_secret", secret=new_secret[0], expires=when(new_secret[1].expires_on))
     body = render("secrets", notice=join([notice(error), notice(status_note, "success")]), new_secret=shown_once,
                   rows=_secret_rows(links, infos, csrf, now), add_action=links.secrets, csrf=csrf,
-                  expiry_options=_options(DEFAULT_EXPIRY))
+                  expiry_options=_options(DEFAULT_EXPIRY), key_list=_key_list(jwks), jwks_action=links.jwks,
+                  jwks_text=jwks_text)
     return _layout(links, "Secrets", body, _nav_in(links, csrf, "secrets"))
