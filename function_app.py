@@ -18,7 +18,7 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from shared import handlers, requestid
+from shared import handlers, manage_api, requestid
 from shared.http import Headers
 from shared.http import Request as PlainRequest
 from shared.http import Response as PlainResponse
@@ -105,71 +105,18 @@ async def fhir_proxy(req: Request) -> Response:
     return await serve(handlers.fhir, req, "version", "path")
 
 
-# --- management API (function key) ------------------------------------------------------------
+# --- management API (function key): one trigger per row of shared/manage_api.py, the same rows its
+# OpenAPI document is made from (GET /api/manage/openapi.json) --------------------------------------
 
-@app.route(route="manage/clients", methods=["GET"], auth_level=KEY)
-async def manage_list_clients(req: Request) -> Response:
-    return await serve(handlers.list_clients, req)
-
-
-@app.route(route="manage/clients", methods=["POST"], auth_level=KEY)
-async def manage_create_client(req: Request) -> Response:
-    return await serve(handlers.create_client, req)
+def _manage_function(operation: manage_api.Operation) -> Callable[[Request], Awaitable[Response]]:
+    async def function(req: Request) -> Response:
+        return await serve(operation.handler, req, *operation.route_keys)
+    function.__name__ = function.__qualname__ = operation.function_name  # Azure's function name
+    return function
 
 
-@app.route(route="manage/clients/{client_id}", methods=["GET"], auth_level=KEY)
-async def manage_get_client(req: Request) -> Response:
-    return await serve(handlers.get_client, req, "client_id")
-
-
-@app.route(route="manage/clients/{client_id}/disable", methods=["POST"], auth_level=KEY)
-async def manage_disable_client(req: Request) -> Response:
-    return await serve(handlers.disable_client, req, "client_id")
-
-
-@app.route(route="manage/clients/{client_id}/secrets", methods=["GET"], auth_level=KEY)
-async def manage_list_secrets(req: Request) -> Response:
-    return await serve(handlers.list_secrets, req, "client_id")
-
-
-@app.route(route="manage/clients/{client_id}/secrets", methods=["POST"], auth_level=KEY)
-async def manage_add_secret(req: Request) -> Response:
-    return await serve(handlers.add_secret, req, "client_id")
-
-
-@app.route(route="manage/clients/{client_id}/secrets/{secret_id}", methods=["DELETE"], auth_level=KEY)
-async def manage_delete_secret(req: Request) -> Response:
-    return await serve(handlers.delete_secret, req, "client_id", "secret_id")
-
-
-@app.route(route="manage/tenants", methods=["GET"], auth_level=KEY)
-async def manage_list_tenants(req: Request) -> Response:
-    return await serve(handlers.list_tenants, req)
-
-
-@app.route(route="manage/tenants/{tenant_id}", methods=["GET"], auth_level=KEY)
-async def manage_get_tenant(req: Request) -> Response:
-    return await serve(handlers.get_tenant, req, "tenant_id")
-
-
-@app.route(route="manage/tenants/{tenant_id}", methods=["PUT"], auth_level=KEY)
-async def manage_put_tenant(req: Request) -> Response:
-    return await serve(handlers.put_tenant, req, "tenant_id")
-
-
-@app.route(route="manage/tenants/{tenant_id}", methods=["DELETE"], auth_level=KEY)
-async def manage_delete_tenant(req: Request) -> Response:
-    return await serve(handlers.delete_tenant, req, "tenant_id")
-
-
-@app.route(route="manage/tenants/{tenant_id}/disable", methods=["POST"], auth_level=KEY)
-async def manage_disable_tenant(req: Request) -> Response:
-    return await serve(handlers.disable_tenant, req, "tenant_id")
-
-
-@app.route(route="manage/signing-keys/rotate", methods=["POST"], auth_level=KEY)
-async def manage_rotate_signing_key(req: Request) -> Response:
-    return await serve(handlers.rotate_signing_key, req)
+for _operation in manage_api.OPERATIONS:
+    app.route(route=_operation.route, methods=[_operation.method], auth_level=KEY)(_manage_function(_operation))
 
 
 # --- consumer portal (AUTH-5, AUTH-6; anonymous at the host: sessions, CSRF and rate limits in shared/portal) ---
@@ -223,19 +170,3 @@ async def portal_delete_secret(req: Request) -> Response:
 async def portal_static(req: Request) -> Response:
     return await serve(portal.static, req, "name")
 
-
-# --- invitation codes for the portal (management API, function key) --------------------------------
-
-@app.route(route="manage/invitations", methods=["GET"], auth_level=KEY)
-async def manage_list_invitations(req: Request) -> Response:
-    return await serve(handlers.list_invitations, req)
-
-
-@app.route(route="manage/invitations", methods=["POST"], auth_level=KEY)
-async def manage_create_invitation(req: Request) -> Response:
-    return await serve(handlers.create_invitation, req)
-
-
-@app.route(route="manage/invitations/{invitation_id}", methods=["DELETE"], auth_level=KEY)
-async def manage_revoke_invitation(req: Request) -> Response:
-    return await serve(handlers.revoke_invitation, req, "invitation_id")
