@@ -18,13 +18,14 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from shared import handlers, manage_api, requestid
+from shared import handlers, manage_api, telemetry
 from shared.http import Headers
 from shared.http import Request as PlainRequest
 from shared.http import Response as PlainResponse
 from shared.portal import handlers as portal
 from shared.settings import get_settings
 
+telemetry.configure(get_settings())  # Application Insights in Azure; console or OTLP locally, if asked
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 ANON, KEY = func.AuthLevel.ANONYMOUS, func.AuthLevel.FUNCTION
 Handler = Callable[..., PlainResponse | Awaitable[PlainResponse]]
@@ -33,18 +34,24 @@ _SMALLEST_BODY_CAP = 64 * 1024  # the management API's own limit, whatever MAX_R
 
 async def serve(handler: Handler, req: Request, *route_keys: str) -> Response:
     """Async handlers (the proxy) run on the event loop; the others block on Key Vault and Table
-    Storage, so they run on the thread pool and never stall the loop."""
+    Storage, so they run on the thread pool and never stall the loop. Each request is one server span
+    (shared/telemetry.py), whose trace id is the X-Request-Id."""
     plain = PlainRequest(req.method, str(req.url), Headers(req.headers), dict(req.query_params),
                          dict(req.path_params), await _body(req))
-    request_id = requestid.begin(plain.headers).request_id
+    span = telemetry.server_span(plain.method, handler.__name__, plain.headers, plain.route_params)
     args = (plain, *(plain.route_params.get(k, "") for k in route_keys))
-    if inspect.iscoroutinefunction(handler):
-        result = await handler(*args)
-    else:
-        result = await run_in_threadpool(handler, *args)
-    headers = {**result.headers, "X-Request-Id": request_id}
-    if result.stream is not None:
-        return StreamingResponse(result.stream, status_code=result.status, headers=headers)
+    try:
+        if inspect.iscoroutinefunction(handler):
+            result = await handler(*args)
+        else:
+            result = await run_in_threadpool(handler, *args)
+    except BaseException as exc:
+        span.failed(exc)
+        raise
+    headers = {**result.headers, "X-Request-Id": span.request_id}
+    stream = span.answer(result.status, result.stream)
+    if stream is not None:
+        return StreamingResponse(stream, status_code=result.status, headers=headers)
     return Response(result.body, status_code=result.status, headers=headers)
 
 

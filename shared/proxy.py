@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import secrets
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from shared import telemetry
 from shared.audit import Audit
 from shared.batch import BatchRunner
 from shared.bridge import convert_response, translate_request
@@ -146,6 +146,7 @@ class FhirProxy:
             raise _unauthorized("the client of this token is disabled")
         return claims
 
+    @telemetry.traced("route lookup")
     def _route(self, claims: AccessClaims, version: str) -> TenantRoute:
         route = self._tenants.resolve(claims.tenant_id)
         if route is None or not route.allows(claims.client_id):
@@ -169,7 +170,6 @@ class FhirProxy:
         out = {name: headers.get(name) for name in _PASS_REQUEST if headers.get(name)}
         out["Accept"] = _accept(headers.get("accept"), route.fhir_version)
         out["X-Request-Id"] = audit.request_id
-        out["traceparent"] = _traceparent()
         if asked.kind == "search-post":
             method, data = "POST", asked.query_string().encode()
             out["Content-Type"] = "application/x-www-form-urlencoded"
@@ -225,6 +225,7 @@ class FhirProxy:
         `_shape` has checked they are one JSON object, so parsing and re-serialising them is waste."""
         try:
             action = batch_entry_interaction(entry)
+            telemetry.annotate(interaction=action.kind, resource_type=action.resource_type)
             check_resource_type(action.resource_type, route.resource_types)
             response = await self._exchange(route, version, action, req.headers, urls, audit, authorization,
                                             pages, stream=False, limit=min(budget, self._provider.size_limit))
@@ -250,7 +251,7 @@ class FhirProxy:
             check_resource_type(action.resource_type, route.resource_types)
             actions.append(_provider_action(route, version, pages.verified(action)))
         headers = {"Content-Type": CONTENT_TYPE[version], "Accept": CONTENT_TYPE[version],
-                   "X-Request-Id": audit.request_id, "traceparent": _traceparent()}
+                   "X-Request-Id": audit.request_id}
         upstream = await self._send(route, "POST", route.provider_base_url, headers, passthrough_bundle(actions),
                                     audit, authorization, whole=route.resource_types is not None)
         return _shape(upstream, route, version, urls, audit, pages)
@@ -418,12 +419,6 @@ def _bridge(upstream: Upstream, version: str, asked: Interaction, route: TenantR
 
 
 # --- small helpers ----------------------------------------------------------------------------------
-
-def _traceparent() -> str:
-    """W3C Trace Context for the provider: this request's trace, a new span (shared/requestid.py)."""
-    context = current()
-    return context.upstream_traceparent() if context else f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
-
 
 def _unauthorized(reason: str) -> FhirError:
     challenge = f'Bearer error="invalid_token", error_description="{reason}"'

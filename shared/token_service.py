@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, unquote_plus
 
 import jwt
 
+from shared import telemetry
 from shared.aggregate_limits import SharedCounts
 from shared.clientaddr import AddressSource, client_address
 from shared.clients import Client, ClientRegistry, InvalidClient
@@ -216,6 +217,7 @@ class TokenService:
         self._verified: dict[tuple[str, str, str], tuple[str, AccessClaims]] = {}
         self._verified_lock = threading.Lock()
 
+    @telemetry.token_issuance
     def issue(self, body: bytes, headers: Mapping[str, str], urls: Urls) -> dict:
         """Every outcome leaves one audit line: which client got a token for which tenant, or the
         RFC 6749 error it got. The client id is recorded only once authenticated; never a secret or token."""
@@ -305,6 +307,7 @@ class TokenService:
             raise OAuthError("invalid_scope", "this client may not request tokens for that tenant")
         return route.tenant_id
 
+    @telemetry.traced("token verification")
     def verify(self, token: str, urls: Urls) -> AccessClaims:
         """Verified once, then remembered until it expires: the ES256 check was the largest part of the
         proxy's per-request CPU. Only tokens that passed every check get in; a hit still needs the
