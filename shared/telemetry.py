@@ -36,8 +36,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, StatusCode, TraceFlags
 
 from shared import requestid
-from shared.errors import OAuthError, StoreUnavailable
-from shared.offloop import WouldBlock
+from shared.errors import AlreadyExists, NotFound, OAuthError, PreconditionFailed, StoreUnavailable
+from shared.offloop import WouldBlock, if_completed
 from shared.settings import Settings
 
 P = ParamSpec("P")
@@ -63,6 +63,10 @@ TENANT, CLIENT, VERSION = "gateway.tenant_id", "gateway.client_id", "gateway.fhi
 INTERACTION, RESOURCE_TYPE = "gateway.interaction", "gateway.resource_type"
 _METRIC_KEYS = ("gateway.endpoint", TENANT, VERSION)
 _FACADE_VERSIONS = frozenset({"stu3", "dstu2", "r4"})
+# A proxied request's route template by interaction (shared/policy.py): the span's name in Application
+# Insights' requests table, so requests group by shape and no id or search value is ever part of it.
+_FHIR_ROUTES = {"read": "fhir/{version}/{type}/{id}", "search": "fhir/{version}/{type}",
+                "search-post": "fhir/{version}/{type}/_search", "page": "fhir/{version}", "batch": "fhir/{version}"}
 # Auto-instrumentation the distro would add: our own spans cover these calls, and theirs record
 # full URLs (Key Vault secret names, query strings).
 _DISTRO_INSTRUMENTATIONS = ("azure_sdk", "django", "fastapi", "flask", "httpx", "psycopg2", "requests", "urllib",
@@ -137,6 +141,7 @@ class ServerSpan:
             remote = SpanContext(int(incoming.trace_id, 16), int(incoming.parent_span_id, 16), is_remote=True,
                                  trace_flags=TraceFlags(TraceFlags.SAMPLED if incoming.sampled else 0))
             parent = trace.set_span_in_context(NonRecordingSpan(remote))
+        self._method, self._endpoint = method, endpoint
         self.attributes: dict[str, Any] = {"gateway.endpoint": endpoint}
         version = route_params.get("version", "").lower()
         if version:
@@ -161,6 +166,10 @@ class ServerSpan:
     def annotate(self, attributes: Mapping[str, Any]) -> None:
         values = {k: v for k, v in attributes.items() if v is not None}
         self.attributes.update(values)
+        route = _FHIR_ROUTES.get(values.get(INTERACTION, "")) if self._endpoint == "fhir" else None
+        if route:  # the template, never the path: after the type comes a resource id
+            values["http.route"] = route
+            self.span.update_name(f"{self._method} {route}")
         self.span.set_attributes(values)
 
     def answer(self, status: int, stream: AsyncIterator[bytes] | None) -> AsyncIterator[bytes] | None:
@@ -241,11 +250,12 @@ def annotate(**attributes: Any) -> None:
 # --- child spans ----------------------------------------------------------------------------------------
 
 @contextmanager
-def span(name: str, attributes: Mapping[str, Any] | None = None, kind: SpanKind = SpanKind.INTERNAL
-         ) -> Iterator[Span]:
-    """A child span of whatever is current. A step that gives way to a thread (WouldBlock,
-    shared/offloop.py) is not a span: it is never ended, so never exported, and the run on the
-    thread makes its own."""
+def span(name: str, attributes: Mapping[str, Any] | None = None, kind: SpanKind = SpanKind.INTERNAL,
+         expected: tuple[type[BaseException], ...] = ()) -> Iterator[Span]:
+    """A child span of whatever is current. An `expected` exception is an answer, not a failure
+    (a store's not-found): it is named in `gateway.outcome`. A step tried inline that gives way to a
+    thread (shared/offloop.py) leaves no spans: they end (and are exported) only if the attempt
+    completes, and the run on the thread makes its own."""
     current = _TRACER.start_span(name, kind=kind, attributes=attributes)
     token = otel_context.attach(trace.set_span_in_context(current))
     ended = True
@@ -254,13 +264,16 @@ def span(name: str, attributes: Mapping[str, Any] | None = None, kind: SpanKind 
     except WouldBlock:
         ended = False
         raise
+    except expected as exc:
+        current.set_attribute("gateway.outcome", type(exc).__name__)
+        raise
     except BaseException as exc:
         _record_error(current, exc)
         raise
     finally:
         otel_context.detach(token)
         if ended:
-            current.end()
+            if_completed(functools.partial(current.end, time.time_ns()))
 
 
 def traced(name: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
@@ -346,7 +359,8 @@ def store_call(component: str, operation: str, table: str | None = None) -> Iter
     if table:
         attributes["gateway.store.table"] = table
     title = "Key Vault" if component == "key-vault" else "Table Storage"
-    with span(f"{title} {operation}", attributes, SpanKind.CLIENT) as current:
+    with span(f"{title} {operation}", attributes, SpanKind.CLIENT, (NotFound, AlreadyExists, PreconditionFailed)
+              ) as current:
         try:
             yield
         except StoreUnavailable as exc:
