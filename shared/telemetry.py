@@ -31,8 +31,10 @@ from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
-from opentelemetry import context as otel_context
-from opentelemetry import metrics, trace
+# Each submodule by its full name: `opentelemetry` itself is a namespace package of several distributions.
+import opentelemetry.context as otel_context
+import opentelemetry.metrics as metrics
+import opentelemetry.trace as trace
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, StatusCode, TraceFlags
 
 from shared import requestid

@@ -13,10 +13,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import re
 import secrets
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import urlencode
 
 import pytest
@@ -39,6 +45,7 @@ from shared.settings import get_settings
 from tests.reliability import admin_url, clear_provider_log, provider_log
 
 ORIGIN = ("127.0.0.1", 7071)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -351,3 +358,54 @@ def test_no_span_metric_or_log_record_carries_patient_data_or_secrets(
     routes = {s.attributes.get("http.route") for s in spans} - {None}
     assert routes >= {"fhir/{version}/{type}/{id}", "fhir/{version}/{type}", "fhir/{version}"}
     assert provider_log(facts["provider_base_urls"]["stu3"])  # the EHR was really asked
+
+
+# --- where telemetry goes ----------------------------------------------------------------------------------
+
+def run_gateway_python(code: str, **env: str) -> str:
+    """`code` in a fresh interpreter with the app's settings cleared of telemetry, plus `env`."""
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("APPLICATIONINSIGHTS_", "OTEL_")) and k != "GATEWAY_TRACES"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**clean, **env}, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_without_a_connection_string_neither_the_distro_nor_the_sdk_is_imported() -> None:
+    """The cold start pays for the OpenTelemetry API only; the Azure Monitor distro and the SDK come in
+    when they are used."""
+    loaded = run_gateway_python("import sys, function_app\n"
+                                "print(sorted(m for m in sys.modules if m.startswith(('azure.monitor', "
+                                "'opentelemetry.sdk', 'opentelemetry.instrumentation'))))")
+    assert loaded.strip() == "[]"
+
+
+def test_gateway_traces_console_prints_spans_without_patient_data() -> None:
+    out = run_gateway_python(
+        "from opentelemetry import trace\n"
+        "from shared import telemetry\n"
+        "from shared.settings import get_settings\n"
+        "print('exporting to', telemetry.configure(get_settings()))\n"
+        "with telemetry.span('console check', {'gateway.tenant_id': 'tenant-1'}):\n"
+        "    pass\n"
+        "trace.get_tracer_provider().force_flush()\n", GATEWAY_TRACES="console")
+    assert "exporting to console" in out
+    assert '"name": "console check"' in out and '"gateway.tenant_id": "tenant-1"' in out
+
+
+def test_the_azure_monitor_exporter_authenticates_with_the_identity_the_bicep_names(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """configure() passes no credential: the exporter makes ManagedIdentityCredential(client_id=...) from
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING, which infra/ sets to the gateway's user-assigned identity
+    (the resource has local auth off, so this token is the only way in)."""
+    from azure.monitor.opentelemetry.exporter.export import _base
+
+    bicep = (ROOT / "infra" / "modules" / "functionapp.bicep").read_text()
+    value = re.search(r"APPLICATIONINSIGHTS_AUTHENTICATION_STRING: '([^']+)'", bicep).group(1)
+    assert value == "Authorization=AAD;ClientId=${identityClientId}"
+    client_id = "0f4c2d1e-8a9b-4c3d-9e8f-7a6b5c4d3e2f"
+    monkeypatch.setenv("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", value.replace("${identityClientId}", client_id))
+    with mock.patch.object(_base, "ManagedIdentityCredential") as credential:
+        assert _base._get_authentication_credential() is credential.return_value
+    credential.assert_called_once_with(client_id=client_id)
