@@ -83,9 +83,11 @@ def configure(settings: Settings) -> str:
         from azure.monitor.opentelemetry import configure_azure_monitor
 
         # Entra auth: the exporter builds ManagedIdentityCredential(client_id=...) from the
-        # APPLICATIONINSIGHTS_AUTHENTICATION_STRING the Bicep sets (docs/operations.md).
+        # APPLICATIONINSIGHTS_AUTHENTICATION_STRING the Bicep sets (docs/operations.md). Logs stay with
+        # the Functions host, which already sends them to `traces`: a second copy would double every
+        # count the alerts and the workbook take over the audit lines.
         configure_azure_monitor(connection_string=settings.applicationinsights_connection_string,
-                                logger_name="gateway",
+                                disable_logging=True,
                                 instrumentation_options={n: {"enabled": False} for n in _DISTRO_INSTRUMENTATIONS})
         return "azure-monitor"
     if settings.traces_exporter in ("console", "otlp"):
