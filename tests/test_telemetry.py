@@ -381,7 +381,9 @@ def test_without_a_connection_string_neither_the_distro_nor_the_sdk_is_imported(
     assert loaded.strip() == "[]"
 
 
-def test_gateway_traces_console_prints_spans_without_patient_data() -> None:
+@pytest.mark.parametrize("asked", ["console", "otlp"])
+def test_gateway_traces_console_prints_spans_and_otlp_without_its_exporter_falls_back_to_it(asked: str) -> None:
+    """opentelemetry-exporter-otlp-proto-http is not pinned (local use only) and not installed here."""
     out = run_gateway_python(
         "from opentelemetry import trace\n"
         "from shared import telemetry\n"
@@ -389,7 +391,7 @@ def test_gateway_traces_console_prints_spans_without_patient_data() -> None:
         "print('exporting to', telemetry.configure(get_settings()))\n"
         "with telemetry.span('console check', {'gateway.tenant_id': 'tenant-1'}):\n"
         "    pass\n"
-        "trace.get_tracer_provider().force_flush()\n", GATEWAY_TRACES="console")
+        "trace.get_tracer_provider().force_flush()\n", GATEWAY_TRACES=asked)
     assert "exporting to console" in out
     assert '"name": "console check"' in out and '"gateway.tenant_id": "tenant-1"' in out
 
