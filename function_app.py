@@ -18,7 +18,7 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from shared import handlers, requestid
+from shared import handlers, manage_api, telemetry
 from shared.http import Headers
 from shared.http import Request as PlainRequest
 from shared.http import Response as PlainResponse
@@ -26,6 +26,7 @@ from shared.offloop import inline_or_thread, is_inline_first
 from shared.portal import handlers as portal
 from shared.settings import get_settings
 
+telemetry.configure(get_settings())  # Application Insights in Azure; console or OTLP locally, if asked
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 ANON, KEY = func.AuthLevel.ANONYMOUS, func.AuthLevel.FUNCTION
 Handler = Callable[..., PlainResponse | Awaitable[PlainResponse]]
@@ -36,20 +37,26 @@ async def serve(handler: Handler, req: Request, *route_keys: str) -> Response:
     """Async handlers (the proxy) run on the event loop. The others may block on Key Vault and Table
     Storage, so they run on the thread pool and never stall the loop; those marked `inline_first`
     (token, discovery, health: answered from caches almost always) are tried on the loop first
-    (shared/offloop.py)."""
+    (shared/offloop.py). Each request is one server span (shared/telemetry.py), whose trace id is
+    the X-Request-Id."""
     plain = PlainRequest(req.method, str(req.url), Headers(req.headers), dict(req.query_params),
                          dict(req.path_params), await _body(req))
-    request_id = requestid.begin(plain.headers).request_id
+    span = telemetry.server_span(plain.method, handler.__name__, plain.headers, plain.route_params)
     args = (plain, *(plain.route_params.get(k, "") for k in route_keys))
-    if inspect.iscoroutinefunction(handler):
-        result = await handler(*args)
-    elif is_inline_first(handler):  # cache hits answer on the loop; a miss runs it again on a thread
-        result = await inline_or_thread(handler, *args)
-    else:
-        result = await run_in_threadpool(handler, *args)
-    headers = {**result.headers, "X-Request-Id": request_id}
-    if result.stream is not None:
-        return StreamingResponse(result.stream, status_code=result.status, headers=headers)
+    try:
+        if inspect.iscoroutinefunction(handler):
+            result = await handler(*args)
+        elif is_inline_first(handler):  # cache hits answer on the loop; a miss runs it again on a thread
+            result = await inline_or_thread(handler, *args)
+        else:
+            result = await run_in_threadpool(handler, *args)
+    except BaseException as exc:
+        span.failed(exc)
+        raise
+    headers = {**result.headers, "X-Request-Id": span.request_id}
+    stream = span.answer(result.status, result.stream)
+    if stream is not None:
+        return StreamingResponse(stream, status_code=result.status, headers=headers)
     return Response(result.body, status_code=result.status, headers=headers)
 
 
@@ -112,76 +119,18 @@ async def fhir_proxy(req: Request) -> Response:
     return await serve(handlers.fhir, req, "version", "path")
 
 
-# --- management API (function key) ------------------------------------------------------------
+# --- management API (function key): one trigger per row of shared/manage_api.py, the same rows its
+# OpenAPI document is made from (GET /api/manage/openapi.json) --------------------------------------
 
-@app.route(route="manage/clients", methods=["GET"], auth_level=KEY)
-async def manage_list_clients(req: Request) -> Response:
-    return await serve(handlers.list_clients, req)
-
-
-@app.route(route="manage/clients", methods=["POST"], auth_level=KEY)
-async def manage_create_client(req: Request) -> Response:
-    return await serve(handlers.create_client, req)
+def _manage_function(operation: manage_api.Operation) -> Callable[[Request], Awaitable[Response]]:
+    async def function(req: Request) -> Response:
+        return await serve(operation.handler, req, *operation.route_keys)
+    function.__name__ = function.__qualname__ = operation.function_name  # Azure's function name
+    return function
 
 
-@app.route(route="manage/clients/{client_id}", methods=["GET"], auth_level=KEY)
-async def manage_get_client(req: Request) -> Response:
-    return await serve(handlers.get_client, req, "client_id")
-
-
-@app.route(route="manage/clients/{client_id}/disable", methods=["POST"], auth_level=KEY)
-async def manage_disable_client(req: Request) -> Response:
-    return await serve(handlers.disable_client, req, "client_id")
-
-
-@app.route(route="manage/clients/{client_id}/jwks", methods=["PUT"], auth_level=KEY)
-async def manage_set_client_jwks(req: Request) -> Response:
-    return await serve(handlers.set_client_jwks, req, "client_id")
-
-
-@app.route(route="manage/clients/{client_id}/secrets", methods=["GET"], auth_level=KEY)
-async def manage_list_secrets(req: Request) -> Response:
-    return await serve(handlers.list_secrets, req, "client_id")
-
-
-@app.route(route="manage/clients/{client_id}/secrets", methods=["POST"], auth_level=KEY)
-async def manage_add_secret(req: Request) -> Response:
-    return await serve(handlers.add_secret, req, "client_id")
-
-
-@app.route(route="manage/clients/{client_id}/secrets/{secret_id}", methods=["DELETE"], auth_level=KEY)
-async def manage_delete_secret(req: Request) -> Response:
-    return await serve(handlers.delete_secret, req, "client_id", "secret_id")
-
-
-@app.route(route="manage/tenants", methods=["GET"], auth_level=KEY)
-async def manage_list_tenants(req: Request) -> Response:
-    return await serve(handlers.list_tenants, req)
-
-
-@app.route(route="manage/tenants/{tenant_id}", methods=["GET"], auth_level=KEY)
-async def manage_get_tenant(req: Request) -> Response:
-    return await serve(handlers.get_tenant, req, "tenant_id")
-
-
-@app.route(route="manage/tenants/{tenant_id}", methods=["PUT"], auth_level=KEY)
-async def manage_put_tenant(req: Request) -> Response:
-    return await serve(handlers.put_tenant, req, "tenant_id")
-
-
-@app.route(route="manage/tenants/{tenant_id}", methods=["DELETE"], auth_level=KEY)
-async def manage_delete_tenant(req: Request) -> Response:
-    return await serve(handlers.delete_tenant, req, "tenant_id")
-
-
-@app.route(route="manage/tenants/{tenant_id}/disable", methods=["POST"], auth_level=KEY)
-async def manage_disable_tenant(req: Request) -> Response:
-    return await serve(handlers.disable_tenant, req, "tenant_id")
-
-
-@app.route(route="manage/signing-keys/rotate", methods=["POST"], auth_level=KEY)
-async def manage_rotate_signing_key(req: Request) -> Response:
-    return await serve(handlers.rotate_signing_key, req)
+for _operation in manage_api.OPERATIONS:
+    app.route(route=_operation.route, methods=[_operation.method], auth_level=KEY)(_manage_function(_operation))
 
 
 # --- consumer portal (AUTH-5, AUTH-6; anonymous at the host: sessions, CSRF and rate limits in shared/portal) ---
@@ -240,19 +189,3 @@ async def portal_set_jwks(req: Request) -> Response:
 async def portal_static(req: Request) -> Response:
     return await serve(portal.static, req, "name")
 
-
-# --- invitation codes for the portal (management API, function key) --------------------------------
-
-@app.route(route="manage/invitations", methods=["GET"], auth_level=KEY)
-async def manage_list_invitations(req: Request) -> Response:
-    return await serve(handlers.list_invitations, req)
-
-
-@app.route(route="manage/invitations", methods=["POST"], auth_level=KEY)
-async def manage_create_invitation(req: Request) -> Response:
-    return await serve(handlers.create_invitation, req)
-
-
-@app.route(route="manage/invitations/{invitation_id}", methods=["DELETE"], auth_level=KEY)
-async def manage_revoke_invitation(req: Request) -> Response:
-    return await serve(handlers.revoke_invitation, req, "invitation_id")

@@ -3,6 +3,7 @@
 Ids, names and parameter values never go in here (no PHI): the line says who (client, tenant),
 what kind of interaction on which resource type, how it ended and how long the provider took.
 A streamed answer is audited when its last byte is sent, or when it is cut off (`aborted`).
+The line's fields also go on the request's trace span (shared/telemetry.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import orjson
+
+from shared.telemetry import annotate_request
 
 audit_log = logging.getLogger("gateway.audit")
 
@@ -51,6 +54,9 @@ class Audit:
         if self.dropped:
             record["dropped"] = dict(self.dropped)
         audit_log.info(orjson.dumps(record).decode())
+        # The same fields, and no others, on the request's span and in the request metric.
+        annotate_request(tenant_id=self.tenant_id, client_id=self.client_id, interaction=self.interaction,
+                         resource_type=self.resource_type, batch_entries=self.entries)
 
     async def tracked(self, stream: AsyncIterator[bytes], status: int) -> AsyncIterator[bytes]:
         """Pass a streamed body through, then write the line with the bytes actually sent."""

@@ -24,6 +24,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _FORBIDDEN: contextvars.ContextVar[bool] = contextvars.ContextVar("blocking_forbidden", default=False)
+_DEFERRED: contextvars.ContextVar[list[Callable[[], object]] | None] = contextvars.ContextVar("deferred", default=None)
 
 
 class WouldBlock(BaseException):
@@ -36,15 +37,31 @@ def may_block() -> None:
         raise WouldBlock
 
 
+def if_completed(action: Callable[[], object]) -> None:
+    """Run `action` now, or, inside an inline attempt, once the attempt completes (never, if it gives
+    way to a thread): an attempt that is abandoned and run again leaves no trace (its trace spans)."""
+    deferred = _DEFERRED.get()
+    if deferred is None:
+        action()
+    else:
+        deferred.append(action)
+
+
 async def inline_or_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """`fn(*args)`, inline if it completes without blocking, else on the default thread pool."""
-    token = _FORBIDDEN.set(True)
+    deferred: list[Callable[[], object]] = []
+    token, pending = _FORBIDDEN.set(True), _DEFERRED.set(deferred)
     try:
-        return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
     except WouldBlock:
         pass
+    else:
+        for action in deferred:
+            action()
+        return result
     finally:
         _FORBIDDEN.reset(token)
+        _DEFERRED.reset(pending)
     return await asyncio.to_thread(fn, *args, **kwargs)
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import certifi
 
+from shared import telemetry
 from shared.audit import Audit
 from shared.errors import FhirError
 
@@ -134,23 +135,28 @@ class ProviderClient:
     async def exchange(self, method: str, url: str, headers: dict[str, str], data: bytes | None, audit: Audit,
                        *, whole: bool, limit: int | None = None) -> Upstream:
         """Send one request and read its answer's head (or whole body) within the deadline; transport
-        failures come out as FhirError 504 (too slow) or 502 (broken), never as aiohttp's exceptions."""
+        failures come out as FhirError 504 (too slow) or 502 (broken), never as aiohttp's exceptions.
+        One span per exchange (retries inside it); the provider gets that span as its `traceparent`."""
         limit = self.size_limit if limit is None else limit
         started = time.monotonic()
-        try:
-            async with asyncio.timeout(self._connect + self._read):
-                response = await self._send(method, url, headers, data)
-                try:
-                    head, complete = await _read_head(response, limit, whole)
-                except BaseException:
-                    response.close()  # a half-read answer never goes back into the pool
-                    raise
-        except TimeoutError as exc:
-            raise _too_slow() from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise _broken() from exc
-        finally:
-            audit.add_upstream_time(time.monotonic() - started)
+        headers = dict(headers)  # gets this exchange's own traceparent
+        with telemetry.upstream_exchange(method, url, audit.tenant_id, headers) as traced:
+            try:
+                async with asyncio.timeout(self._connect + self._read):
+                    response = await self._send(method, url, headers, data)
+                    traced.answered(response.status)
+                    try:
+                        head, complete = await _read_head(response, limit, whole)
+                    except BaseException:
+                        response.close()  # a half-read answer never goes back into the pool
+                        raise
+            except TimeoutError as exc:
+                traced.timed_out()
+                raise _too_slow() from exc
+            except (aiohttp.ClientError, OSError) as exc:
+                raise _broken() from exc
+            finally:
+                audit.add_upstream_time(time.monotonic() - started)
         if complete:
             response.release()
         return Upstream(response.status, {k.lower(): v for k, v in response.headers.items()}, head, complete,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import secrets
 from collections import Counter
 from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
@@ -28,7 +27,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from shared import smart_scopes
+from shared import smart_scopes, telemetry
 from shared.audit import Audit
 from shared.batch import BatchRunner
 from shared.bridge import convert_response, translate_request
@@ -150,6 +149,7 @@ class FhirProxy:
             raise _unauthorized("the client of this token is disabled")
         return claims
 
+    @telemetry.traced("route lookup")
     def _route(self, claims: AccessClaims, version: str) -> TenantRoute:
         route = self._tenants.resolve(claims.tenant_id)
         if route is None or not route.allows(claims.client_id):
@@ -173,7 +173,6 @@ class FhirProxy:
         out = {name: headers.get(name) for name in _PASS_REQUEST if headers.get(name)}
         out["Accept"] = CONTENT_TYPE[route.fhir_version] if bridged else _accept(headers.get("accept"), version)
         out["X-Request-Id"] = audit.request_id
-        out["traceparent"] = _traceparent()
         if asked.kind == "search-post":
             method, data = "POST", asked.query_string().encode()
             out["Content-Type"] = "application/x-www-form-urlencoded"
@@ -232,6 +231,7 @@ class FhirProxy:
         `_shape` has checked they are one JSON object, so parsing and re-serialising them is waste."""
         try:
             action = batch_entry_interaction(entry)
+            telemetry.annotate(interaction=action.kind, resource_type=action.resource_type)
             check_resource_type(action.resource_type, route.resource_types)
             smart_scopes.check(granted, action)
             response = await self._exchange(route, version, action, req.headers, urls, audit, authorization,
@@ -264,7 +264,7 @@ class FhirProxy:
             smart_scopes.check(granted, action)
             actions.append(_provider_action(route, version, pages.verified(action)))
         headers = {"Content-Type": CONTENT_TYPE[version], "Accept": CONTENT_TYPE[version],
-                   "X-Request-Id": audit.request_id, "traceparent": _traceparent()}
+                   "X-Request-Id": audit.request_id}
         upstream = await self._send(route, "POST", route.provider_base_url, headers, passthrough_bundle(actions),
                                     audit, authorization, whole=route.resource_types is not None)
         return _shape(upstream, route, version, urls, audit, pages)
@@ -450,12 +450,6 @@ def _instant(http_date: str | None) -> str | None:
     except (TypeError, ValueError):
         return None
     return parsed.isoformat() if parsed is not None and parsed.tzinfo is not None else None
-
-
-def _traceparent() -> str:
-    """W3C Trace Context for the provider: this request's trace, a new span (shared/requestid.py)."""
-    context = current()
-    return context.upstream_traceparent() if context else f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
 def _unauthorized(reason: str) -> FhirError:

@@ -46,6 +46,12 @@ def begin(headers: Mapping[str, str]) -> RequestContext:
     return context
 
 
+def use(context: RequestContext) -> RequestContext:
+    """Set the context of the request being served (the server span's, shared/telemetry.py)."""
+    _CURRENT.set(context)
+    return context
+
+
 def from_headers(headers: Mapping[str, str]) -> RequestContext:
     match = _TRACEPARENT.match((headers.get("traceparent") or "").strip())
     if match and match.group(1) != _INVALID_TRACE and match.group(2) != _INVALID_SPAN:

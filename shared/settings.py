@@ -72,6 +72,8 @@ class Settings:
     portal_sessions_table: str = "portalsessions"
     health_cache_seconds: int = 15
     assertions_table: str = "assertions"
+    applicationinsights_connection_string: str | None = None
+    traces_exporter: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -118,6 +120,10 @@ class Settings:
             # Anonymous /api/health probes each dependency at most once per this many seconds
             # (infra/ keeps it within 10-30; 0, for tests that watch outages, probes every call).
             health_cache_seconds=min(_int("HEALTH_CACHE_SECONDS", 15), 30),
+            # Traces and metrics (shared/telemetry.py): Application Insights in Azure (infra/ sets it);
+            # locally GATEWAY_TRACES=console or otlp, never provisioned.
+            applicationinsights_connection_string=_str("APPLICATIONINSIGHTS_CONNECTION_STRING"),
+            traces_exporter=(_str("GATEWAY_TRACES") or "").lower() or None,
         )
 
 

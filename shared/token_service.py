@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, unquote_plus
 
 import jwt
 
+from shared import telemetry
 from shared.aggregate_limits import SharedCounts
 from shared.client_assertion import InvalidAssertion, ReplayStore, accept_assertion, assertion_request
 from shared.client_jwks import RemoteJwks
@@ -234,6 +235,7 @@ class TokenService:
         self._verified: dict[tuple[str, str, str], tuple[str, AccessClaims]] = {}
         self._verified_lock = threading.Lock()
 
+    @telemetry.token_issuance
     def issue(self, body: bytes, headers: Mapping[str, str], urls: Urls) -> dict:
         """Every outcome leaves one audit line: which client got a token for which tenant, or the
         RFC 6749 error it got. The client id is recorded only once authenticated; never a secret or token."""
@@ -359,6 +361,7 @@ class TokenService:
             raise OAuthError("invalid_scope", "this client may not request tokens for that tenant")
         return route.tenant_id, token_scope(route.tenant_id, grant(request, route.resource_types))
 
+    @telemetry.traced("token verification")
     def verify(self, token: str, urls: Urls) -> AccessClaims:
         """Verified once, then remembered until it expires: the ES256 check was the largest part of the
         proxy's per-request CPU. Only tokens that passed every check get in; a hit still needs the

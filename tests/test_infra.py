@@ -46,6 +46,9 @@ LOCAL_ONLY = {
     "KEY_VAULT_CA_BUNDLE": "local Key Vault emulator only",
     # Plain-http loopback EHRs and IdPs: the local stack's own; never allowed in Azure.
     "GATEWAY_ALLOW_LOOPBACK_HTTP": "local development only",
+    # Spans and metrics to the console or an OTLP collector on the developer's machine; in Azure
+    # they go to Application Insights (APPLICATIONINSIGHTS_CONNECTION_STRING).
+    "GATEWAY_TRACES": "local development only",
 }
 
 # Settings in local.settings.json.sample that are neither read by shared/settings.py nor

@@ -24,6 +24,7 @@ from azure.core.exceptions import (
 from azure.core.pipeline.policies import RetryPolicy
 from azure.keyvault.secrets import KeyVaultSecret, SecretClient, SecretProperties
 
+from shared import telemetry
 from shared.errors import AlreadyExists, NotFound, StoreUnavailable
 from shared.offloop import may_block
 from shared.stores import SecretRecord
@@ -79,45 +80,47 @@ class KeyVaultSecretStore:
             options["connection_verify"] = ca_bundle
         return cls(SecretClient(vault_url=vault_url, credential=credential, **options))
 
-    def _call(self, fn: Callable[[SecretClient], T]) -> T:
-        may_block()  # network I/O: never on the event loop (shared/offloop.py)
-        self._backoff.check()  # while the vault is down or throttling us: fail fast, do not call it
-        try:
-            with _translated():
-                return fn(self._client)
-        except StoreUnavailable as exc:
-            self._backoff.failed(exc)
-            raise
+    def _call(self, operation: str, fn: Callable[[SecretClient], T]) -> T:
+        """One vault call, as one span (shared/telemetry.py) named by `operation`, never by the secret."""
+        with telemetry.store_call("key-vault", operation):
+            may_block()  # network I/O: never on the event loop (shared/offloop.py)
+            self._backoff.check()  # while the vault is down or throttling us: fail fast, do not call it
+            try:
+                with _translated():
+                    return fn(self._client)
+            except StoreUnavailable as exc:
+                self._backoff.failed(exc)
+                raise
 
     def set_secret(self, name: str, value: str, *, expires_on: datetime | None = None,
                    tags: dict[str, str] | None = None, content_type: str | None = None) -> SecretRecord:
-        secret = self._call(lambda c: c.set_secret(name, value, expires_on=expires_on, tags=tags,
-                                                   content_type=content_type))
+        secret = self._call("set_secret", lambda c: c.set_secret(name, value, expires_on=expires_on, tags=tags,
+                                                                 content_type=content_type))
         return _record(secret.properties, None)
 
     def get_secret(self, name: str) -> SecretRecord:
-        secret: KeyVaultSecret = self._call(lambda c: c.get_secret(name))
+        secret: KeyVaultSecret = self._call("get_secret", lambda c: c.get_secret(name))
         return _record(secret.properties, secret.value)
 
     def list_secrets(self, prefix: str) -> list[SecretRecord]:
         def run(c: SecretClient) -> list[SecretRecord]:
             return [_record(p, None) for p in c.list_properties_of_secrets() if (p.name or "").startswith(prefix)]
-        return self._call(run)
+        return self._call("list_properties_of_secrets", run)
 
     def update_properties(self, name: str, *, enabled: bool | None = None,
                           expires_on: datetime | None = None,
                           tags: dict[str, str] | None = None) -> SecretRecord:
         changes = {k: v for k, v in (("enabled", enabled), ("expires_on", expires_on), ("tags", tags))
                    if v is not None}
-        props = self._call(lambda c: c.update_secret_properties(name, **changes))
+        props = self._call("update_secret_properties", lambda c: c.update_secret_properties(name, **changes))
         return _record(props, None)
 
     def delete_secret(self, name: str) -> None:
         # Soft delete: in Azure, purge protection keeps the verifier recoverable for the retention period.
-        self._call(lambda c: c.begin_delete_secret(name).wait())
+        self._call("begin_delete_secret", lambda c: c.begin_delete_secret(name).wait())
 
     def ping(self) -> None:
-        self._call(lambda c: next(iter(c.list_properties_of_secrets(max_page_size=1)), None))
+        self._call("ping", lambda c: next(iter(c.list_properties_of_secrets(max_page_size=1)), None))
 
 
 def _record(props: SecretProperties, value: str | None) -> SecretRecord:

@@ -24,6 +24,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
+from shared import telemetry
 from shared.errors import AlreadyExists, NotFound, PreconditionFailed, StoreUnavailable
 from shared.offloop import may_block
 from shared.stores import Entity
@@ -92,58 +93,60 @@ class AzureTable:
                     root._client = self._service.create_table_if_not_exists(self._name)
         return root._client
 
-    def _call(self, fn: Callable[[TableClient], T]) -> T:
-        may_block()  # network I/O: never on the event loop (shared/offloop.py)
-        backoff = self._root._backoff
-        backoff.check()  # while the service is down or throttling us: fail fast, do not call it
-        try:
-            table = self._table()
-            with _translated():
-                return fn(table)
-        except StoreUnavailable as exc:
-            backoff.failed(exc)
-            raise
+    def _call(self, operation: str, fn: Callable[[TableClient], T]) -> T:
+        """One table call, as one span (shared/telemetry.py): the table and operation, never the keys."""
+        with telemetry.store_call("table-storage", operation, self._name):
+            may_block()  # network I/O: never on the event loop (shared/offloop.py)
+            backoff = self._root._backoff
+            backoff.check()  # while the service is down or throttling us: fail fast, do not call it
+            try:
+                table = self._table()
+                with _translated():
+                    return fn(table)
+            except StoreUnavailable as exc:
+                backoff.failed(exc)
+                raise
 
     def get(self, key: str) -> Entity:
-        return _entity(self._call(lambda t: t.get_entity(self._partition, key)))
+        return _entity(self._call("get_entity", lambda t: t.get_entity(self._partition, key)))
 
     def list(self) -> list[Entity]:
-        return self._call(lambda t: [_entity(e) for e in t.query_entities("PartitionKey eq @p",
-                                                                           parameters={"p": self._partition})])
+        return self._call("query_entities", lambda t: [_entity(e) for e in t.query_entities(
+            "PartitionKey eq @p", parameters={"p": self._partition})])
 
     def list_prefix(self, prefix: str) -> list[Entity]:
         """Entities whose row key starts with `prefix`: a key-range query, not a scan."""
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        return self._call(lambda t: [_entity(e) for e in t.query_entities(
+        return self._call("query_entities", lambda t: [_entity(e) for e in t.query_entities(
             "PartitionKey eq @p and RowKey ge @lo and RowKey lt @hi",
             parameters={"p": self._partition, "lo": prefix, "hi": upper})])
 
     def list_from(self, lowest: str) -> list[Entity]:
-        return self._call(lambda t: [_entity(e) for e in t.query_entities(
+        return self._call("query_entities", lambda t: [_entity(e) for e in t.query_entities(
             "PartitionKey eq @p and RowKey ge @lo", parameters={"p": self._partition, "lo": lowest})])
 
     def insert(self, key: str, data: dict[str, Any]) -> Entity:
-        meta = self._call(lambda t: t.create_entity(self._row(key, data)))
+        meta = self._call("create_entity", lambda t: t.create_entity(self._row(key, data)))
         return Entity(key, dict(data), meta.get("etag"))
 
     def replace(self, key: str, data: dict[str, Any], etag: str | None = None) -> Entity:
         row = self._row(key, data)
         if etag is None:
-            meta = self._call(lambda t: t.upsert_entity(row, mode=UpdateMode.REPLACE))
+            meta = self._call("upsert_entity", lambda t: t.upsert_entity(row, mode=UpdateMode.REPLACE))
         else:
-            meta = self._call(lambda t: t.update_entity(
+            meta = self._call("update_entity", lambda t: t.update_entity(
                 row, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified))
         return Entity(key, dict(data), meta.get("etag"))
 
     def delete(self, key: str, etag: str | None = None) -> None:
         # The SDK treats deleting a missing entity as success; the API must say 404, so read first.
         current = self.get(key)
-        self._call(lambda t: t.delete_entity(self._partition, key, etag=etag or current.etag,
-                                             match_condition=MatchConditions.IfNotModified))
+        self._call("delete_entity", lambda t: t.delete_entity(self._partition, key, etag=etag or current.etag,
+                                                              match_condition=MatchConditions.IfNotModified))
 
     def ping(self) -> None:
-        self._call(lambda t: next(iter(t.query_entities(f"PartitionKey eq '{PARTITION}'", results_per_page=1)),
-                                  None))
+        self._call("ping", lambda t: next(iter(t.query_entities(f"PartitionKey eq '{PARTITION}'", results_per_page=1)),
+                                          None))
 
     def _row(self, key: str, data: dict[str, Any]) -> dict[str, Any]:
         return {"PartitionKey": self._partition, "RowKey": key, **data}
