@@ -88,6 +88,8 @@ class Gateway:
     def call(self, function: Callable[[Request], Awaitable[Response]], method: str, path: str,
              path_params: dict[str, str], headers: dict[str, str] | None = None, body: bytes = b"",
              query: str = "") -> Answer:
+        if body:  # as any HTTP/1.1 client frames a request body
+            headers = {**(headers or {}), "content-length": str(len(body))}
         scope = {"type": "http", "method": method, "scheme": "http", "server": ORIGIN, "root_path": "",
                  "path": path, "raw_path": path.encode(), "query_string": query.encode(), "http_version": "1.1",
                  "client": ("127.0.0.1", 50000), "path_params": path_params,
