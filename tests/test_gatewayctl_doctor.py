@@ -80,7 +80,7 @@ def test_a_healthy_stack_passes_every_check_with_timings(facts: dict[str, Any]) 
         assert len(search) == 1 and search[0].split()[2] == "ok", search
         assert float(search[0].split()[3]) > 0, "each search is timed"
         assert f"to the {tenant['fhir_version']} provider: Bundle" in search[0]
-    assert lines[-1].endswith("0 failed, 1 skipped"), "only the R4 facade, which this gateway does not offer"
+    assert lines[-1].endswith("0 failed, 0 skipped"), "every facade, the R4 one included (issue #16), answers"
     assert result.stderr == ""
 
 
@@ -90,10 +90,10 @@ def test_json_report_covers_discovery_keys_health_and_each_tenant(facts: dict[st
     found = report(result)
     assert found["ok"] is True and found["gateway"] == facts["gateway_base_url"]
     metadata = rows(found, "metadata")
-    assert {v: metadata[v]["result"] for v in metadata} == {"stu3": "ok", "dstu2": "ok", "r4": "skip"}
+    assert {v: metadata[v]["result"] for v in metadata} == {"stu3": "ok", "dstu2": "ok", "r4": "ok"}
     assert facts["token_url"] in metadata["stu3"]["detail"], "the token URL the Patients app will use"
     assert {row["result"] for row in rows(found, "smart-configuration").values()} == {"ok"}
-    assert len(rows(found, "smart-configuration")) == 2
+    assert len(rows(found, "smart-configuration")) == 3
     assert [row["result"] for row in rows(found, "jwks").values()] == ["ok"]
     assert [row["result"] for row in rows(found, "health").values()] == ["ok"]
     demo = {t["tenant_id"] for t in facts["demo_tenants"]}
