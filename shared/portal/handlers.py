@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.client_assertion import validate_jwks
 from shared.clientaddr import AddressSource, client_address
 from shared.clients import Client, InvalidClient
 from shared.errors import NotFound, ProblemError, StoreUnavailable
@@ -353,6 +352,8 @@ def set_jwks(req: Request) -> Response:
     ctx = _context(req)
     session, client, form = _session_form(req, ctx)
     text = form.get("jwks", "")
+    from shared.client_assertion import validate_jwks  # PyJWT: loaded on first use, not at import
+
     try:
         jwks = validate_jwks(loads_strict(text.encode()))
         client = ctx.services.clients.set_jwks(client.client_id, jwks)
