@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import contextlib
 import hashlib
 import hmac
@@ -43,6 +44,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, overload
 
 from shared.errors import AlreadyExists, NotFound, ProblemError
 from shared.offloop import may_block
@@ -81,7 +83,8 @@ class Client:
         return self.status == "active"
 
     def to_json(self) -> dict:
-        out = {"client_id": self.client_id, "name": self.name, "status": self.status, "created": self.created}
+        out: dict[str, Any] = {"client_id": self.client_id, "name": self.name, "status": self.status,
+                               "created": self.created}
         if self.jwks is not None:
             out["jwks"] = self.jwks
         if self.jwks_uri is not None:
@@ -285,6 +288,14 @@ class ClientRegistry:
 
     # --- management ---------------------------------------------------------------------------
 
+    @overload
+    def create(self, name: str, expires_on: datetime | None = None, jwks: None = None,
+               jwks_uri: None = None) -> tuple[Client, str, SecretInfo]: ...
+
+    @overload
+    def create(self, name: str, expires_on: datetime | None = None, jwks: dict | None = None,
+               jwks_uri: str | None = None) -> tuple[Client, str | None, SecretInfo | None]: ...
+
     def create(self, name: str, expires_on: datetime | None = None, jwks: dict | None = None,
                jwks_uri: str | None = None) -> tuple[Client, str | None, SecretInfo | None]:
         """A client with a JWK Set or a `jwks_uri` (validated by the caller) authenticates with
@@ -367,7 +378,7 @@ class ClientRegistry:
         return VerifierRow(client_id, secret_id, verifier(pepper, client_id, secret_id, secret), pepper_id, hint,
                            created, expires_on)
 
-    def list_secrets(self, client_id: str) -> list[SecretInfo]:
+    def list_secrets(self, client_id: str) -> builtins.list[SecretInfo]:
         return sorted(self._secret_infos(self.get(client_id)).values(), key=lambda i: i.created)
 
     def _secret_infos(self, client: Client) -> dict[str, SecretInfo]:

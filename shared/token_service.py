@@ -269,10 +269,11 @@ class TokenService:
         tenant_id, scope = self._granted_scope(form.get("scope", ""), client)
         record["tenant_id"] = tenant_id
         now = int(self._clock())
+        jti = str(uuid.uuid4())
         claims = {"iss": urls.issuer, "aud": urls.audience, "sub": client.client_id,
                   "client_id": client.client_id, "tid": tenant_id, "scope": scope, "iat": now,
-                  "nbf": now, "exp": now + self._lifetime, "jti": str(uuid.uuid4())}
-        record["jti"] = claims["jti"]
+                  "nbf": now, "exp": now + self._lifetime, "jti": jti}
+        record["jti"] = jti
         key = self._keys.current()
         token = jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": "at+jwt"})
         return {"access_token": token, "token_type": "Bearer", "expires_in": self._lifetime, "scope": scope}

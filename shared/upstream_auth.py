@@ -118,6 +118,8 @@ _REFUSALS = {
 class InvalidUpstreamAuth(ProblemError):
     """A management-API input error; `.field` names the offending key (``upstream_auth.<key>``)."""
 
+    field: str  # always set, unlike a ProblemError's
+
     def __init__(self, field: str, message: str) -> None:
         super().__init__(400, "Invalid upstream_auth", message, field)
         self.message = message

@@ -59,7 +59,7 @@ def _translated() -> Iterator[None]:
     except HttpResponseError as exc:
         if exc.status_code == 403 and "disabled" in str(exc).lower():
             raise NotFound() from exc
-        wait = retry_after(exc.response.headers if exc.response is not None else None)
+        wait = retry_after(getattr(exc.response, "headers", None))
         throttled = exc.status_code == 429 or (exc.status_code == 503 and wait is not None)
         raise StoreUnavailable("key-vault", f"HTTP {exc.status_code}", wait, throttled) from exc
     except (ClientAuthenticationError, AzureError) as exc:
@@ -110,7 +110,7 @@ class KeyVaultSecretStore:
     def update_properties(self, name: str, *, enabled: bool | None = None,
                           expires_on: datetime | None = None,
                           tags: dict[str, str] | None = None) -> SecretRecord:
-        changes = {k: v for k, v in (("enabled", enabled), ("expires_on", expires_on), ("tags", tags))
+        changes: dict[str, Any] = {k: v for k, v in (("enabled", enabled), ("expires_on", expires_on), ("tags", tags))
                    if v is not None}
         props = self._call("update_secret_properties", lambda c: c.update_secret_properties(name, **changes))
         return _record(props, None)

@@ -8,6 +8,7 @@ JSON-encode lists and objects, which keeps every write a single-entity, atomic r
 
 from __future__ import annotations
 
+import builtins
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,7 +32,8 @@ from shared.stores import Entity
 from shared.stores.backoff import Backoff, retry_after
 
 PARTITION = "p"
-_SDK_OPTIONS = {"connection_timeout": 5, "read_timeout": 10, "retry_total": 2, "retry_backoff_factor": 0.4}
+_SDK_OPTIONS: dict[str, Any] = {"connection_timeout": 5, "read_timeout": 10, "retry_total": 2,
+                                "retry_backoff_factor": 0.4}
 T = TypeVar("T")
 
 
@@ -49,7 +51,7 @@ def _translated() -> Iterator[None]:
     except HttpResponseError as exc:
         if exc.status_code == 412:
             raise PreconditionFailed() from exc
-        wait = retry_after(exc.response.headers if exc.response is not None else None)
+        wait = retry_after(getattr(exc.response, "headers", None))
         throttled = exc.status_code == 429 or (exc.status_code == 503 and wait is not None)
         raise StoreUnavailable("table-storage", f"HTTP {exc.status_code}", wait, throttled) from exc
     except (ClientAuthenticationError, AzureError) as exc:
@@ -114,14 +116,14 @@ class AzureTable:
         return self._call("query_entities", lambda t: [_entity(e) for e in t.query_entities(
             "PartitionKey eq @p", parameters={"p": self._partition})])
 
-    def list_prefix(self, prefix: str) -> list[Entity]:
+    def list_prefix(self, prefix: str) -> builtins.list[Entity]:
         """Entities whose row key starts with `prefix`: a key-range query, not a scan."""
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         return self._call("query_entities", lambda t: [_entity(e) for e in t.query_entities(
             "PartitionKey eq @p and RowKey ge @lo and RowKey lt @hi",
             parameters={"p": self._partition, "lo": prefix, "hi": upper})])
 
-    def list_from(self, lowest: str) -> list[Entity]:
+    def list_from(self, lowest: str) -> builtins.list[Entity]:
         return self._call("query_entities", lambda t: [_entity(e) for e in t.query_entities(
             "PartitionKey eq @p and RowKey ge @lo", parameters={"p": self._partition, "lo": lowest})])
 
