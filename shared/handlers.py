@@ -188,9 +188,10 @@ def _health_response(statuses: dict[str, str]) -> Response:
 async def fhir(req: Request, version: str, path: str) -> Response:
     """Every protected FHIR interaction (read, search, POST _search, batch) goes through the proxy.
 
-    Azure orders overlapping routes by function name, not specificity (azure-functions-host#9876),
-    so this catch-all may receive the discovery paths too: it answers them exactly as their own
-    functions do.
+    Azure tries overlapping routes in registration order, which follows the function names, not
+    route precedence (azure-functions-host#9876), so this catch-all may receive the discovery paths
+    too: it answers them exactly as their own functions do. (The local host ranks by precedence and
+    warns on the overlap: devtools/functions_host.)
     """
     discovery = {"metadata": metadata, ".well-known/smart-configuration": smart_config}.get(path.strip("/"))
     if discovery is not None and req.method.upper() == "GET":

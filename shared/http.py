@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import AsyncIterator, Container, Mapping
+from collections.abc import AsyncIterator, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote_plus, unquote_plus, urlsplit
@@ -15,13 +15,16 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_FIELDS = 20
 
 
-class Headers(dict):
-    """Case-insensitive header lookup (keys stored lower-case)."""
+HeaderItems = Mapping[str, str] | Iterable[tuple[str, str]]
 
-    def __init__(self, items: Mapping[str, str] | None = None) -> None:
+
+class Headers(dict[str, str]):
+    """Case-insensitive headers: keys are stored lower-case, and every way in (construction from a
+    mapping or from pairs, item access, get, pop, setdefault, update, |, del, in) folds the key."""
+
+    def __init__(self, items: HeaderItems | None = None, /, **more: str) -> None:
         super().__init__()
-        for key, value in (items or {}).items():
-            self[key] = value
+        self.update(items or (), **more)
 
     def __setitem__(self, key: str, value: str) -> None:
         super().__setitem__(key.lower(), value)
@@ -29,11 +32,37 @@ class Headers(dict):
     def __getitem__(self, key: str) -> str:
         return super().__getitem__(key.lower())
 
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key.lower())
+
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and super().__contains__(key.lower())
 
     def get(self, key: str, default: Any = None) -> Any:
         return super().get(key.lower(), default)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        return super().pop(key.lower(), *default)
+
+    def setdefault(self, key: str, default: str) -> str:
+        return super().setdefault(key.lower(), default)
+
+    def update(self, items: HeaderItems = (), /, **more: str) -> None:  # type: ignore[override]  # dict's overloads as one signature
+        pairs = items.items() if isinstance(items, Mapping) else items
+        for key, value in (*pairs, *more.items()):
+            self[key] = value
+
+    def copy(self) -> Headers:
+        return Headers(self)
+
+    def __or__(self, other: HeaderItems) -> Headers:  # type: ignore[override]  # folds the other's keys too
+        merged = self.copy()
+        merged.update(other)
+        return merged
+
+    def __ior__(self, other: HeaderItems) -> Headers:  # type: ignore[override]  # folds the other's keys too
+        self.update(other)
+        return self
 
 
 @dataclass
