@@ -10,26 +10,23 @@ from __future__ import annotations
 
 import builtins
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
-    AzureError,
-    ClientAuthenticationError,
     HttpResponseError,
-    ResourceExistsError,
     ResourceModifiedError,
-    ResourceNotFoundError,
 )
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared import telemetry
-from shared.errors import AlreadyExists, NotFound, PreconditionFailed, StoreUnavailable
+from shared.errors import PreconditionFailed, StoreUnavailable
 from shared.offloop import may_block
 from shared.stores import Entity
-from shared.stores.backoff import Backoff, retry_after
+from shared.stores.backoff import Backoff
+from shared.stores.sdk_errors import translated
 
 PARTITION = "p"
 _SDK_OPTIONS: dict[str, Any] = {"connection_timeout": 5, "read_timeout": 10, "retry_total": 2,
@@ -37,25 +34,14 @@ _SDK_OPTIONS: dict[str, Any] = {"connection_timeout": 5, "read_timeout": 10, "re
 T = TypeVar("T")
 
 
-@contextmanager
-def _translated() -> Iterator[None]:
-    """Turn SDK exceptions into the store's vocabulary; anything transport-like fails closed."""
-    try:
-        yield
-    except ResourceModifiedError as exc:
-        raise PreconditionFailed() from exc
-    except ResourceNotFoundError as exc:
-        raise NotFound() from exc
-    except ResourceExistsError as exc:
-        raise AlreadyExists() from exc
-    except HttpResponseError as exc:
-        if exc.status_code == 412:
-            raise PreconditionFailed() from exc
-        wait = retry_after(getattr(exc.response, "headers", None))
-        throttled = exc.status_code == 429 or (exc.status_code == 503 and wait is not None)
-        raise StoreUnavailable("table-storage", f"HTTP {exc.status_code}", wait, throttled) from exc
-    except (ClientAuthenticationError, AzureError) as exc:
-        raise StoreUnavailable("table-storage", type(exc).__name__) from exc
+def _precondition(exc: HttpResponseError) -> Exception | None:
+    """An ETag that no longer matches (412): another writer got there first."""
+    return PreconditionFailed() if isinstance(exc, ResourceModifiedError) or exc.status_code == 412 else None
+
+
+def _translated() -> AbstractContextManager[None]:
+    """SDK exceptions in the store's vocabulary (shared.stores.sdk_errors)."""
+    return translated("table-storage", _precondition)
 
 
 class AzureTable:
