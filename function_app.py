@@ -114,6 +114,8 @@ async def fhir_batch(req: Request) -> Response:
     return await serve(handlers.fhir, req, "version", "path")
 
 
+# Overlaps the discovery routes above: Azure tries routes in registration order (by function name), not by
+# precedence, so handlers.fhir answers the discovery paths too.
 @app.route(route="fhir/{version}/{*path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], auth_level=ANON)
 async def fhir_proxy(req: Request) -> Response:
     return await serve(handlers.fhir, req, "version", "path")

@@ -132,7 +132,7 @@ def _load_public_key(public_key: str | bytes | dict) -> PublicKey:
         data = public_key.encode() if isinstance(public_key, str) else public_key
         key = load_pem_public_key(data)
     _alg_for(key)
-    return key  # type: ignore[return-value]
+    return key
 
 
 class UpstreamIdp(BackgroundServer):
@@ -327,9 +327,10 @@ class UpstreamIdp(BackgroundServer):
             client = self._backend_clients.get(issuer)
         if client is None or form.get("client_id", issuer) != issuer:
             raise _Refusal("invalid_client", "unknown client (iss)", 401)
-        key, alg = client.keys.get(header["kid"], (None, None))
-        if key is None or alg != header["alg"]:
+        registered = client.keys.get(header["kid"])
+        if registered is None or registered[1] != header["alg"]:
             raise _Refusal("invalid_client", "no registered key has this kid and alg", 401)
+        key, alg = registered
         claims = _verified_claims(assertion, key, alg, issuer, self.token_url)
         self._consume_jti(claims["jti"], claims["exp"])
         with self._lock:

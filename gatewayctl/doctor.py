@@ -14,6 +14,7 @@ The probe client is an ordinary registered client (its id and secret come from -
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -154,11 +155,11 @@ class Doctor:
         jwks_urls: set[str] = set()
         for version, facade_token_url in facades.items():
             jwks_url = self._record("smart-configuration", version,
-                                    lambda v=version, t=facade_token_url: self._smart(v, t))
+                                    functools.partial(self._smart, version, facade_token_url))
             if jwks_url:
                 jwks_urls.add(jwks_url)
         for url in sorted(jwks_urls) or [f"{self._api}/oauth2/jwks"]:
-            self._record("jwks", url, lambda u=url: self._jwks(u))
+            self._record("jwks", url, functools.partial(self._jwks, url))
         token_url = next(iter(facades.values()), None)
         for tenant in self._tenants(only_tenants):
             self._tenant(tenant, token_url, facades)
@@ -250,7 +251,8 @@ class Doctor:
         if token is None:
             return
         # The tenant's own version where the gateway has that facade; an R4 provider behind STU3 otherwise.
-        facade = tenant.get("fhir_version") if tenant.get("fhir_version") in facades else next(iter(facades))
+        version = tenant.get("fhir_version")
+        facade = version if isinstance(version, str) and version in facades else next(iter(facades))
         self._record("patient-search", tenant_id, lambda: self._search(facade, token, tenant))
 
     def _token(self, token_url: str, tenant_id: str) -> tuple[str, float, str]:

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -42,7 +43,7 @@ class Audit:
         self.dropped.update(dropped)
 
     def emit(self, status: int, size: int, aborted: bool = False) -> None:
-        record = {"event": "fhir-request", "request_id": self.request_id, "client_id": self.client_id,
+        record: dict[str, Any] = {"event": "fhir-request", "request_id": self.request_id, "client_id": self.client_id,
                   "tenant_id": self.tenant_id, "interaction": self.interaction,
                   "resource_type": self.resource_type, "status": status,
                   "upstream_ms": round(self.upstream_ms, 1), "bytes": size,

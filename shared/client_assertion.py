@@ -127,7 +127,7 @@ def _signing_key(jwks: Mapping[str, Any], assertion: str) -> tuple[str, Any]:
     except PyJWTError as exc:
         raise InvalidAssertion("not a JWT") from exc
     alg, kid = header.get("alg"), header.get("kid")
-    if alg not in ALGORITHMS:
+    if not isinstance(alg, str) or alg not in ALGORITHMS:
         raise InvalidAssertion(f"alg must be one of {', '.join(ALGORITHMS)}")
     keys = jwks.get("keys") if isinstance(jwks, Mapping) else None
     jwk = next((k for k in keys or () if isinstance(k, Mapping) and k.get("kid") == kid), None)
@@ -141,7 +141,7 @@ def _signing_key(jwks: Mapping[str, Any], assertion: str) -> tuple[str, Any]:
         raise InvalidAssertion(f"the key {kid!r} is unusable") from exc
 
 
-def _fits(jwk: Mapping[str, Any]) -> tuple[str, str | None]:
+def _fits(jwk: Mapping[str, Any]) -> tuple[object, object]:
     kty = jwk.get("kty")
     return (kty, jwk.get("crv") if kty == "EC" else None)
 

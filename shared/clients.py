@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import contextlib
 import hashlib
 import hmac
@@ -43,8 +44,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, overload
 
 from shared.errors import AlreadyExists, NotFound, ProblemError
+from shared.guid import is_canonical_guid
 from shared.offloop import may_block
 from shared.stores import Entity, EntityTable, SecretRecord, SecretStore
 from shared.stores.snapshot import TOMBSTONE, TableSnapshot
@@ -54,7 +57,6 @@ PEPPER_PREFIX = "client-secret-pepper-"
 PEPPER_ROW = "pepper"
 MIGRATED = "table"  # the client row's `verifiers` value once its secrets are rows (set at creation)
 _SECRET_RE = re.compile(r"^([0-9a-f]{16})~([A-Za-z0-9_-]{43})$")
-_CLIENT_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _PEPPER_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 _CACHE_MAX = 10_000
 _LOAD_STRIPES = 64
@@ -81,7 +83,8 @@ class Client:
         return self.status == "active"
 
     def to_json(self) -> dict:
-        out = {"client_id": self.client_id, "name": self.name, "status": self.status, "created": self.created}
+        out: dict[str, Any] = {"client_id": self.client_id, "name": self.name, "status": self.status,
+                               "created": self.created}
         if self.jwks is not None:
             out["jwks"] = self.jwks
         if self.jwks_uri is not None:
@@ -285,6 +288,14 @@ class ClientRegistry:
 
     # --- management ---------------------------------------------------------------------------
 
+    @overload
+    def create(self, name: str, expires_on: datetime | None = None, jwks: None = None,
+               jwks_uri: None = None) -> tuple[Client, str, SecretInfo]: ...
+
+    @overload
+    def create(self, name: str, expires_on: datetime | None = None, jwks: dict | None = None,
+               jwks_uri: str | None = None) -> tuple[Client, str | None, SecretInfo | None]: ...
+
     def create(self, name: str, expires_on: datetime | None = None, jwks: dict | None = None,
                jwks_uri: str | None = None) -> tuple[Client, str | None, SecretInfo | None]:
         """A client with a JWK Set or a `jwks_uri` (validated by the caller) authenticates with
@@ -309,7 +320,7 @@ class ClientRegistry:
         return self.get(client_id)
 
     def _entity(self, client_id: str) -> Entity:
-        if not _CLIENT_ID_RE.match(client_id):
+        if not is_canonical_guid(client_id):
             raise NotFound()
         return self._table.get(client_id)
 
@@ -317,7 +328,7 @@ class ClientRegistry:
         return _client(self._entity(client_id))
 
     def list(self) -> list[Client]:
-        return [_client(e) for e in self._table.list() if _CLIENT_ID_RE.match(e.key)]
+        return [_client(e) for e in self._table.list() if is_canonical_guid(e.key)]
 
     def disable(self, client_id: str) -> Client:
         entity = self._entity(client_id)
@@ -367,7 +378,7 @@ class ClientRegistry:
         return VerifierRow(client_id, secret_id, verifier(pepper, client_id, secret_id, secret), pepper_id, hint,
                            created, expires_on)
 
-    def list_secrets(self, client_id: str) -> list[SecretInfo]:
+    def list_secrets(self, client_id: str) -> builtins.list[SecretInfo]:
         return sorted(self._secret_infos(self.get(client_id)).values(), key=lambda i: i.created)
 
     def _secret_infos(self, client: Client) -> dict[str, SecretInfo]:
@@ -420,7 +431,7 @@ class ClientRegistry:
         yet costs a Key Vault read, and `before_vault` runs first (the token endpoint's failure
         limits: made-up secret ids must not turn into unlimited vault reads)."""
         match = _SECRET_RE.match(secret)
-        if not _CLIENT_ID_RE.match(client_id) or match is None:
+        if not is_canonical_guid(client_id) or match is None:
             raise InvalidClient()
         secret_id = match.group(1)
         client = self._clients.get(client_id)

@@ -12,7 +12,7 @@ import inspect
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from shared.capability import (
     CONTENT_TYPE,
@@ -43,16 +43,18 @@ from shared.urls import Urls, urls_for
 
 log = logging.getLogger("gateway")
 Handler = Callable[..., Response]
+# A guarded handler keeps its own signature: plain, or async (the proxy streams its answer).
+Guarded = TypeVar("Guarded", bound=Callable[..., Any])
 
 
 def urls(req: Request, services: Services) -> Urls:
     return urls_for(services.settings.public_base_url, req.origin)
 
 
-def _guard(on_error: Callable[[Exception], Response]) -> Callable[[Handler], Handler]:
+def _guard(on_error: Callable[[Exception], Response]) -> Callable[[Guarded], Guarded]:
     """Every failure gets the endpoint family's error shape; async handlers (the proxy) are guarded
     the same way as the plain ones."""
-    def decorate(fn: Handler) -> Handler:
+    def decorate(fn: Guarded) -> Guarded:
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
             async def run_async(req: Request, *args: Any) -> Response:
@@ -60,7 +62,7 @@ def _guard(on_error: Callable[[Exception], Response]) -> Callable[[Handler], Han
                     return await fn(req, *args)
                 except Exception as exc:
                     return _failed(fn, exc, on_error)
-            return run_async
+            return cast(Guarded, run_async)  # functools.wraps: the same name and parameters
 
         @functools.wraps(fn)
         def run(req: Request, *args: Any) -> Response:
@@ -68,11 +70,11 @@ def _guard(on_error: Callable[[Exception], Response]) -> Callable[[Handler], Han
                 return fn(req, *args)
             except Exception as exc:
                 return _failed(fn, exc, on_error)
-        return run
+        return cast(Guarded, run)  # functools.wraps: the same name and parameters
     return decorate
 
 
-def _failed(fn: Handler, exc: Exception, on_error: Callable[[Exception], Response]) -> Response:
+def _failed(fn: Callable[..., object], exc: Exception, on_error: Callable[[Exception], Response]) -> Response:
     if not isinstance(exc, GatewayError | StoreUnavailable | NotFound | PreconditionFailed | AlreadyExists):
         log.exception("unhandled error in %s", fn.__name__)
     return on_error(exc)
@@ -186,9 +188,10 @@ def _health_response(statuses: dict[str, str]) -> Response:
 async def fhir(req: Request, version: str, path: str) -> Response:
     """Every protected FHIR interaction (read, search, POST _search, batch) goes through the proxy.
 
-    Azure orders overlapping routes by function name, not specificity (azure-functions-host#9876),
-    so this catch-all may receive the discovery paths too: it answers them exactly as their own
-    functions do.
+    Azure tries overlapping routes in registration order, which follows the function names, not
+    route precedence (azure-functions-host#9876), so this catch-all may receive the discovery paths
+    too: it answers them exactly as their own functions do. (The local host ranks by precedence and
+    warns on the overlap: devtools/functions_host.)
     """
     discovery = {"metadata": metadata, ".well-known/smart-configuration": smart_config}.get(path.strip("/"))
     if discovery is not None and req.method.upper() == "GET":

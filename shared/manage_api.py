@@ -19,6 +19,7 @@ from typing import Any
 
 from shared import handlers
 from shared.errors import NO_STORE
+from shared.guid import GUID_PATTERN
 from shared.http import Request, Response
 from shared.invitations import MAX_HOURS, MAX_NOTE
 from shared.routes import FHIR_VERSIONS
@@ -112,7 +113,7 @@ OPERATIONS: tuple[Operation, ...] = (
 
 _TIME = {"type": "string", "format": "date-time"}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
-_GUID = {"type": "string", "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"}
+_GUID = {"type": "string", "pattern": f"^{GUID_PATTERN}$"}
 _PARAMETERS = {
     "client_id": ("The client's id", {"type": "string"}),
     "secret_id": ("The secret's id (the public prefix of its value)", {"type": "string"}),

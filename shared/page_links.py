@@ -17,53 +17,25 @@ converge (a link signed with the losing key answers 400 until then; the client s
 
 from __future__ import annotations
 
-import base64
-import secrets
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from urllib.parse import urlencode
 
-from shared.errors import FhirError, NotFound
-from shared.offloop import may_block
+from shared.errors import FhirError
 from shared.policy import Interaction, parse_query
 from shared.stores import SecretStore
 from shared.upstream_answers import sign_page_query, verified_page_query
+from shared.vault_key import VaultHmacKey
 
 KEY_NAME = "paging-link-key"
-KEY_TTL_SECONDS = 300.0
 
 
-class PagingKey:
-    """The paging HMAC key, cached per process: read from the cache on the hot path, and from Key
-    Vault (after `may_block()`, so never on the event loop) once every `KEY_TTL_SECONDS`."""
+class PagingKey(VaultHmacKey):
+    """The paging HMAC key (`paging-link-key`), created on first use: see shared.vault_key."""
 
     def __init__(self, store: SecretStore, clock: Callable[[], float] = time.time) -> None:
-        self._store, self._clock = store, clock
-        self._key: bytes | None = None
-        self._loaded_at = float("-inf")
-        self._lock = threading.Lock()
-
-    def current(self) -> bytes:
-        if self._key is None or self._clock() - self._loaded_at >= KEY_TTL_SECONDS:
-            may_block()  # a vault read, or a wait for another thread's
-            with self._lock:
-                if self._key is None or self._clock() - self._loaded_at >= KEY_TTL_SECONDS:
-                    self._key, self._loaded_at = self._load_or_create(), self._clock()
-        return self._key
-
-    def _load_or_create(self) -> bytes:
-        try:
-            value = self._store.get_secret(KEY_NAME).value
-        except NotFound:
-            fresh = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
-            self._store.set_secret(KEY_NAME, fresh, content_type="hmac-sha256-key",
-                                   tags={"purpose": "system-level page links handed out by the proxy"})
-            value = self._store.get_secret(KEY_NAME).value  # the latest version, should another instance race
-        if not value:
-            raise RuntimeError(f"the Key Vault secret {KEY_NAME} is empty")
-        return base64.urlsafe_b64decode(value)
+        super().__init__(store, KEY_NAME, "system-level page links handed out by the proxy", clock)
 
 
 class PageLinks:

@@ -35,7 +35,7 @@ from shared.bridge.up import convert_response_up, translate_request_up
 from shared.capability import CONTENT_TYPE
 from shared.clients import ClientRegistry
 from shared.errors import FhirError, StoreUnavailable, operation_outcome
-from shared.http import Request, Response
+from shared.http import FORM_TYPE, Request, Response
 from shared.jsonbody import InvalidJson, loads_strict
 from shared.offloop import inline_or_thread
 from shared.page_links import PageLinks, PagingKey
@@ -112,7 +112,7 @@ class FhirProxy:
             audit.interaction = "batch"
             return await self._batch(req, route, version, urls, audit, authorization, pages, claims.grant)
         form = req.body if req.method.upper() == "POST" else b""
-        if form and not req.headers.get("content-type", "").lower().startswith("application/x-www-form-urlencoded"):
+        if form and not req.headers.get("content-type", "").lower().startswith(FORM_TYPE):
             raise FhirError(415, "not-supported", "POST _search needs an application/x-www-form-urlencoded body")
         try:
             action = interaction_for(req.method, path, urlsplit(req.url).query, form)
@@ -175,7 +175,7 @@ class FhirProxy:
         out["X-Request-Id"] = audit.request_id
         if asked.kind == "search-post":
             method, data = "POST", asked.query_string().encode()
-            out["Content-Type"] = "application/x-www-form-urlencoded"
+            out["Content-Type"] = FORM_TYPE
         else:
             query = asked.query_string()
             method, data, url = "GET", None, url + (f"?{query}" if query else "")

@@ -152,7 +152,8 @@ class StreamRewriter:
     def _rewrite(self, buf: bytes, stop: int) -> tuple[list[bytes], int]:
         """Output for the matches that start before `stop` (each has `_hold` bytes after it, or the
         body has ended), and where the unwritten rest of `buf` begins."""
-        out, last = [], self._context
+        out: list[bytes] = []
+        last = self._context
         for match in self._edit.pattern.finditer(buf, self._context):
             if match.start() >= stop:
                 break

@@ -19,19 +19,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.errors import NotFound, PreconditionFailed, ProblemError
+from shared.guid import is_guid
 from shared.outbound import BadUrl, OutboundPolicy, current_policy, normalise_url
 from shared.stores import Entity, EntityTable
 from shared.stores.snapshot import TOMBSTONE, TableSnapshot, is_tombstone
 from shared.upstream_auth import InvalidUpstreamAuth, validate_upstream_auth
 
 FHIR_VERSIONS = ("stu3", "dstu2", "r4")
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _FIELDS = {"display_name", "provider_base_url", "fhir_version", "upstream_auth", "allowed_clients", "enabled",
            "resource_types", "batch_passthrough"}
-
-
-def is_guid(value: str) -> bool:
-    return bool(_GUID.match(value))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.settings import Settings, get_settings
 
@@ -77,8 +77,8 @@ def build_services(settings: Settings) -> Services:
         raise RuntimeError("KEY_VAULT_URL is not set")
     credential = DefaultAzureCredential()
     secrets = KeyVaultSecretStore.connect(settings.key_vault_url, credential, settings.key_vault_ca_bundle)
-    tables = {"connection_string": settings.tables_connection_string, "endpoint": settings.tables_endpoint,
-              "credential": credential}
+    tables: dict[str, Any] = {"connection_string": settings.tables_connection_string,
+                              "endpoint": settings.tables_endpoint, "credential": credential}
     tenant_table = AzureTable.connect(settings.tenants_table, **tables)
     client_table = AzureTable.connect(settings.clients_table, **tables)
     keys = KeyRing(secrets, settings.token_lifetime_seconds, settings.signing_key_cache_ttl_seconds)

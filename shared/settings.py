@@ -1,7 +1,8 @@
 """Every app setting the gateway reads, in one place, typed.
 
-The names are the Function App's application settings (environment variables);
-`local.settings.json.sample` documents each one, and `infra/` provisions them.
+The names are the Function App's application settings (environment variables).
+`local.settings.json.sample` lists every one this module reads, with its local-development value
+(tests/test_infra.py checks that nothing read here is missing from it), and `infra/` provisions them.
 """
 
 from __future__ import annotations

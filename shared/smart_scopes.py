@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from shared.errors import FhirError, OAuthError
+from shared.guid import is_guid
 from shared.policy import Interaction, permitted_types
-from shared.routes import is_guid
 
 READ, SEARCH = "read", "search"
 _BOTH = frozenset({READ, SEARCH})

@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
@@ -159,7 +159,7 @@ class ServerSpan:
             incoming = requestid.RequestContext(adopted, trace_id, None, made.trace_flags.sampled)
         self.context = requestid.use(incoming)
         self._otel = trace.set_span_in_context(self.span)
-        self._token: object | None = otel_context.attach(self._otel)
+        self._token: Token[otel_context.Context] | None = otel_context.attach(self._otel)
         _SERVER.set(self)
         self._ended = False
 

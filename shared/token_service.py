@@ -10,8 +10,6 @@ own key ring by `kid` (never `jku`/`x5u`/embedded keys), and iss/aud/exp/nbf/iat
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import re
@@ -21,7 +19,6 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qs, unquote_plus
 
 import jwt
 
@@ -32,8 +29,10 @@ from shared.client_jwks import RemoteJwks
 from shared.clientaddr import AddressSource, client_address
 from shared.clients import Client, ClientRegistry, InvalidClient
 from shared.errors import OAuthError
+from shared.guid import is_guid
+from shared.http import FORM_TYPE, FormError, NotAForm, RepeatedField, parse_basic_credentials, parse_form
 from shared.ratelimit import RateLimiter
-from shared.routes import TenantRegistry, is_guid
+from shared.routes import TenantRegistry
 from shared.signing import ALGORITHM, KeyRing
 from shared.smart_scopes import Grant, grant, grant_from_claim, parse_scope, token_scope
 from shared.urls import Urls
@@ -43,7 +42,6 @@ audit_log = logging.getLogger("gateway.audit")
 GRANT = "client_credentials"
 LEEWAY_SECONDS = 30
 _VERIFIED_MAX = 4096  # verified tokens remembered per instance (a few MB at most)
-_FORM_TYPE = "application/x-www-form-urlencoded"
 _SINGLE = ("grant_type", "grant-type", "client_id", "client_secret", "scope", "client_assertion",
            "client_assertion_type")
 
@@ -70,32 +68,25 @@ class AccessClaims:
     grant: Grant | None = None  # the SMART system scopes the token was narrowed to; None: the whole tenant
 
 
-def _parse_form(body: bytes, content_type: str | None) -> dict[str, str]:
-    if (content_type or "").split(";")[0].strip().lower() != _FORM_TYPE:
-        raise OAuthError("invalid_request", f"the token request must be {_FORM_TYPE}")
+def _token_form(body: bytes, content_type: str | None) -> dict[str, str]:
+    """The token request's fields; RFC 6749 §3.2: its own parameters must not repeat."""
     try:
-        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body),
-                          max_num_fields=20)
-    except (UnicodeDecodeError, ValueError) as exc:
+        return parse_form(body, content_type, single=_SINGLE)
+    except NotAForm:
+        raise OAuthError("invalid_request", f"the token request must be {FORM_TYPE}") from None
+    except RepeatedField as exc:
+        raise OAuthError("invalid_request", f"parameter {exc.name!r} must not be repeated") from None
+    except FormError as exc:
         raise OAuthError("invalid_request", "the request body is not a valid form") from exc
-    repeated = sorted(k for k, v in fields.items() if len(v) > 1 and k in _SINGLE)
-    if repeated:
-        raise OAuthError("invalid_request", f"parameter {repeated[0]!r} must not be repeated")
-    return {k: v[0] for k, v in fields.items()}
 
 
-def _basic_credentials(header: str) -> tuple[str, str]:
-    """RFC 6749 §2.3.1: Basic with form-urlencoded client_id and secret."""
-    challenge = {"WWW-Authenticate": 'Basic realm="token", charset="UTF-8"'}
-    scheme, _, encoded = header.strip().partition(" ")
+def _basic_client(authorization: str) -> tuple[str, str]:
+    """client_secret_basic: the credentials, or the 401 with the Basic challenge."""
     try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
+        return parse_basic_credentials(authorization)
+    except ValueError as exc:
+        challenge = {"WWW-Authenticate": 'Basic realm="token", charset="UTF-8"'}
         raise OAuthError("invalid_client", "malformed Basic authorization header", 401, challenge) from exc
-    client_id, sep, secret = decoded.partition(":")
-    if scheme.lower() != "basic" or not sep or not client_id:
-        raise OAuthError("invalid_client", "malformed Basic authorization header", 401, challenge)
-    return unquote_plus(client_id), unquote_plus(secret)
 
 
 class ClientAuthThrottle:
@@ -256,7 +247,7 @@ class TokenService:
         return issued
 
     def _issue(self, body: bytes, headers: Mapping[str, str], urls: Urls, record: dict[str, str | None]) -> dict:
-        form = _parse_form(body, headers.get("content-type"))
+        form = _token_form(body, headers.get("content-type"))
         self._check_grant(form)
         source = client_address(headers, self._address_source)
         authorization = headers.get("authorization")
@@ -269,10 +260,11 @@ class TokenService:
         tenant_id, scope = self._granted_scope(form.get("scope", ""), client)
         record["tenant_id"] = tenant_id
         now = int(self._clock())
+        jti = str(uuid.uuid4())
         claims = {"iss": urls.issuer, "aud": urls.audience, "sub": client.client_id,
                   "client_id": client.client_id, "tid": tenant_id, "scope": scope, "iat": now,
-                  "nbf": now, "exp": now + self._lifetime, "jti": str(uuid.uuid4())}
-        record["jti"] = claims["jti"]
+                  "nbf": now, "exp": now + self._lifetime, "jti": jti}
+        record["jti"] = jti
         key = self._keys.current()
         token = jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": "at+jwt"})
         return {"access_token": token, "token_type": "Bearer", "expires_in": self._lifetime, "scope": scope}
@@ -321,7 +313,7 @@ class TokenService:
             if "client_secret" in form:
                 raise OAuthError("invalid_request", "use one client authentication method, not two")
             try:
-                client_id, secret = _basic_credentials(authorization)
+                client_id, secret = _basic_client(authorization)
             except OAuthError:
                 if throttle is not None:
                     throttle.check(None, source, _NO_SECRET_ID)

@@ -26,7 +26,6 @@ turns a stored config into the Authorization header value for one upstream reque
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import math
@@ -38,12 +37,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
-from urllib.parse import quote_plus, urlsplit
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from shared.errors import FhirError, NotFound, ProblemError
+from shared.guid import is_guid
+from shared.http import basic_authorization_header
 from shared.offloop import may_block
 from shared.outbound import BadUrl, OutboundPolicy, current_policy, normalise_url
 from shared.stores import SecretStore
@@ -80,7 +81,6 @@ MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
 SECRET_PREFIX = "upstream-"  # noqa: S105 (a name space, not a password)
 _SECRET_NAME = re.compile(re.escape(SECRET_PREFIX) + r"[0-9A-Za-z-]{1,118}")
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3 scope-token
-_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 §2.1 b64token
 _ERROR_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 # Keys that would put a credential into the route table; each gets a pointer to Key Vault.
@@ -117,6 +117,8 @@ _REFUSALS = {
 
 class InvalidUpstreamAuth(ProblemError):
     """A management-API input error; `.field` names the offending key (``upstream_auth.<key>``)."""
+
+    field: str  # always set, unlike a ProblemError's
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(400, "Invalid upstream_auth", message, field)
@@ -223,7 +225,7 @@ def _check_scope(value: str, kind: str, policy: OutboundPolicy) -> str:
 
 
 def _check_client_id(value: str, kind: str, policy: OutboundPolicy) -> str:
-    if kind == "azure_ad" and not _GUID.fullmatch(value):
+    if kind == "azure_ad" and not is_guid(value):
         raise InvalidUpstreamAuth(
             "upstream_auth.client_id", "must be the client id (a GUID) of a user-assigned managed identity"
         )
@@ -462,7 +464,7 @@ class UpstreamAuthenticator:
         if config["auth_method"] == "client_secret_post":
             form.update(client_id=client_id, client_secret=secret)
         else:
-            headers["Authorization"] = _basic_credentials(client_id, secret)
+            headers["Authorization"] = basic_authorization_header(client_id, secret)
         return self._token_request(config["token_url"], form, headers)
 
     def _smart_backend(self, config: dict) -> tuple[str, float]:
@@ -537,12 +539,6 @@ def _read_capped(response: requests.Response) -> bytes:
         if len(body) > MAX_TOKEN_RESPONSE_BYTES:
             raise UpstreamAuthError("upstream token endpoint sent an oversized response")
     return bytes(body)
-
-
-def _basic_credentials(client_id: str, secret: str) -> str:
-    """RFC 6749 §2.3.1: both parts are form-urlencoded before the Basic encoding."""
-    raw = f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()
-    return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
 def _signing_key(pem: str, alg: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +14,6 @@ import requests
 
 from devtools.stack import Stack
 
-SHARED_KIT = Path(__file__).resolve().parents[2] / "shared"
 # Tests drive plain-http loopback EHRs and IdPs in-process too (the stack sets it for the gateway);
 # tests of the production default pass an explicit shared.outbound.OutboundPolicy.
 os.environ.setdefault("GATEWAY_ALLOW_LOOPBACK_HTTP", "1")

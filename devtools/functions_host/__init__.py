@@ -21,9 +21,10 @@ What it copies from Azure, and where it knowingly differs:
   ``api`` by default) in ASP.NET Core template syntax; a function without a route is served at
   its name. A method the trigger does not allow only makes the route not match, so the answer is
   404, as in Azure (not 405).
-* Overlapping routes: this host ranks them by ASP.NET Core route precedence; Azure tries them in
-  registration order. Whenever more than one route matches a request the host logs a warning,
-  because Azure may then pick a different function.
+* Overlapping routes: this host ranks them by ASP.NET Core route precedence. Azure does not: it
+  tries routes in the order it registers them, which follows the function names, not how specific
+  a route is (azure-functions-host#9876). Whenever more than one route matches a request this host
+  logs a warning, because Azure may then pick a different function.
 * FUNCTION and ADMIN functions need a key from ``LOCAL_FUNCTION_KEY`` (comma-separated) in
   ``x-functions-key`` (which wins) or ``?code=``; with no key configured they answer 401 to every
   request. Core Tools switches keys off locally; this host keeps them so auth is exercised.

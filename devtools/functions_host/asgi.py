@@ -130,13 +130,14 @@ class FunctionsHost:
         return matches[0] if matches else None
 
     def _warn_overlap(self, names: tuple[str, ...]) -> None:
-        """Azure does not rank routes by precedence, so code that relies on it breaks there; say so once."""
+        """Azure does not rank routes by precedence (it tries them in registration order, which follows
+        the function names), so code that relies on precedence breaks there; say so once."""
         if names in self._warned:
             return
         self._warned.add(names)
         _LOG.warning(
             "routes of %s all match one request: this host picks %s by route precedence, but Azure "
-            "tries routes in registration order and may pick another; make the routes disjoint",
+            "tries routes in registration order (by function name) and may pick another; make the routes disjoint",
             ", ".join(names),
             names[0],
         )

@@ -24,6 +24,8 @@ _PARAMETER = re.compile(
 _CONSTRAINT = re.compile(r":(?P<name>\w+)(?:\((?P<arg>.*?)\))?(?=:\w|$)")
 _ALPHA = re.compile(r"[a-z]+", re.IGNORECASE)
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+# The Azure host's `guid` constraint parses like .NET Guid.TryParse: the 32-digit (N), hyphenated (D), braced (B)
+# and parenthesised (P) forms. The app's own GUID rule is shared/guid.py (the host does not import the app).
 _GUID_D = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _GUID = re.compile(rf"[0-9a-f]{{32}}|{_GUID_D}|\{{{_GUID_D}\}}|\({_GUID_D}\)", re.IGNORECASE)
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1

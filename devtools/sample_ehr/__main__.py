@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-import waitress
+from waitress.server import create_server
 
 from devtools.sample_ehr.app import build_wsgi_app
 from devtools.sample_ehr.loader import default_data_dir, load_dataset
@@ -33,11 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         app = build_wsgi_app(dataset, public_base=args.public_base, auth=args.auth)
     except ValueError as exc:
         _parser().error(str(exc))
-    server = waitress.create_server(app, host=args.host, port=args.port, threads=args.threads,
-                                    ident="sample-ehr")
+    server = create_server(app, host=args.host, port=args.port, threads=args.threads,
+                           ident="sample-ehr")
     host = f"[{args.host}]" if ":" in args.host else args.host
+    port = server.effective_port  # type: ignore[union-attr]  # types-waitress omits it; BaseWSGIServer sets it
     ready = json.dumps({
-        "base_url": f"http://{host}:{server.effective_port}/fhir",
+        "base_url": f"http://{host}:{port}/fhir",
         "fhir_version": args.version,
         "patients": dataset.patient_count,
         "resources": dataset.resource_count,

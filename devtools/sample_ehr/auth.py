@@ -30,7 +30,9 @@ CACHE_LIMIT = 1024
 class Authenticator(Protocol):
     """What the app needs of an auth mode: a check per request and a line for the metadata."""
 
-    description: str | None
+    @property
+    def description(self) -> str | None:
+        """The metadata line, or None for no auth (read-only: a plain attribute satisfies it)."""
 
     def check(self, authorization: str | None) -> None:
         """Return if the Authorization header is acceptable, else raise a 401 FhirError."""

@@ -105,7 +105,7 @@ def _name_parts(*parts: str) -> Values:
         names = resource.get("name") or []
         if isinstance(names, str):
             return [names]
-        found = []
+        found: list[str] = []
         for name in names:
             for part in parts:
                 value = name.get(part) or []
@@ -195,7 +195,8 @@ def order(results: list[Stored], keys: list[tuple[Param, bool]]) -> list[Stored]
     """Stable multi-key sort; resources without a value for a key go last either way."""
     for param, descending in reversed(keys):
         keyed = [(_sort_value(param, stored.resource), stored) for stored in results]
-        present = sorted((kv for kv in keyed if kv[0] is not None), key=lambda kv: kv[0], reverse=descending)
+        present = sorted(((key, stored) for key, stored in keyed if key is not None), key=lambda kv: kv[0],
+                         reverse=descending)
         results = [stored for _, stored in present] + [stored for key, stored in keyed if key is None]
     return results
 

@@ -116,7 +116,8 @@ def _finish(source: dict[str, Any], out: dict[str, Any], ctx: Ctx, path: str) ->
     given = {"clinicalStatus": system_code(source.get("clinicalStatus"), "allergyintolerance-clinical"),
              "verificationStatus": system_code(source.get("verificationStatus"), "allergyintolerance-verification")}
     status = dstu2_status(given["clinicalStatus"], given["verificationStatus"])
-    stated = dict(zip(given, DSTU2_STATUS.get(status, (None, None)), strict=True))
+    official = DSTU2_STATUS.get(status, (None, None)) if status is not None else (None, None)
+    stated = dict(zip(given, official, strict=True))
     for name, code in given.items():
         if name in source and (code is None or stated[name] != code):
             ctx.drop(f"{path}.{name}", NOT_REPRESENTABLE)

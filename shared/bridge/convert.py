@@ -50,7 +50,7 @@ def convert_resource(resource: Any, ctx: Ctx, path: str = "resource") -> dict[st
     if kind == "Bundle":
         return _bundle(resource, ctx, "Bundle")
     rmap = MAPS.get(kind) if isinstance(kind, str) else None
-    if rmap is None:
+    if rmap is None or not isinstance(kind, str):
         ctx.drop(f"{path}.{kind}" if kind else path, NOT_REPRESENTABLE)
         return None
     body = {key: value for key, value in resource.items() if key != "resourceType"}

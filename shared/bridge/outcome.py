@@ -6,6 +6,8 @@ R4 added two issue types, each a child of an older one in R4's own hierarchy
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from shared.bridge import datatypes
 from shared.bridge.base import CodeMap, Datatypes, Table, To, codes, identity, many
 from shared.bridge.resource import ResourceMap
@@ -20,7 +22,14 @@ ISSUE_TYPE = CodeMap({
 })
 
 
-def elements(dt: Datatypes, issue_type: CodeMap) -> dict[str, Table]:
+class FacadeTables(TypedDict):
+    """A ResourceMap's two tables, by keyword: `ResourceMap(r4_type, **tables)`."""
+
+    stu3: Table
+    dstu2: Table
+
+
+def elements(dt: Datatypes, issue_type: CodeMap) -> FacadeTables:
     """OperationOutcome's tables per older version (DSTU2 has no `expression`)."""
     issue = {
         "severity": To("severity", codes(CodeMap(identity("fatal", "error", "warning", "information")))),

@@ -61,7 +61,7 @@ def to_facade(system: str, code: str | None, facade: str) -> tuple[str, str | No
     if name.startswith(_V3):
         return f"{OLD}v3/{name[len(_V3):]}", code
     mapped = SYSTEMS[facade].get(name)
-    if mapped is None or code not in mapped.codes:
+    if mapped is None or code is None or code not in mapped.codes:
         return system, code
     return mapped.uri, mapped.codes[code]
 

@@ -31,19 +31,17 @@ import hashlib
 import hmac
 import json
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared.errors import NotFound
 from shared.jsonbody import loads_strict
 from shared.stores import SecretStore
+from shared.vault_key import VaultHmacKey
 
 KEY_NAME = "portal-session-key"
 SESSION_SECONDS = 30 * 60
 FORM_TOKEN_SECONDS = 60 * 60
-KEY_TTL_SECONDS = 300.0
 
 
 def _b64(data: bytes) -> str:
@@ -70,30 +68,13 @@ class Session:
 
 class SessionSigner:
     def __init__(self, store: SecretStore, clock: Callable[[], float] = time.time) -> None:
-        self._store, self._clock = store, clock
-        self._key: bytes | None = None
-        self._loaded_at = float("-inf")
-        self._lock = threading.Lock()
+        self._clock = clock
+        self._key = VaultHmacKey(store, KEY_NAME, "portal sessions and CSRF tokens", clock)
 
     # --- the key ------------------------------------------------------------------------------
 
     def _mac(self, purpose: str, message: str) -> str:
-        return _b64(hmac.new(self._current_key(), f"{purpose}\n{message}".encode(), hashlib.sha256).digest())
-
-    def _current_key(self) -> bytes:
-        with self._lock:
-            if self._key is None or self._clock() - self._loaded_at >= KEY_TTL_SECONDS:
-                self._key, self._loaded_at = self._load_or_create(), self._clock()
-            return self._key
-
-    def _load_or_create(self) -> bytes:
-        try:
-            value = self._store.get_secret(KEY_NAME).value
-        except NotFound:
-            self._store.set_secret(KEY_NAME, _b64(secrets.token_bytes(32)), content_type="hmac-sha256-key",
-                                   tags={"purpose": "portal sessions and CSRF tokens"})
-            value = self._store.get_secret(KEY_NAME).value  # the latest version, should another instance race
-        return _unb64(value or "")
+        return _b64(hmac.new(self._key.current(), f"{purpose}\n{message}".encode(), hashlib.sha256).digest())
 
     # --- sessions -----------------------------------------------------------------------------
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import parse_qs
 
-from shared.http import Request, Response
+from shared.http import FormError, Request, Response, parse_form
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; "
@@ -16,7 +15,6 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
 }
 HTML = "text/html; charset=utf-8"
-FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_BYTES = 16 * 1024
 
 
@@ -50,16 +48,12 @@ def read_cookie(headers: Mapping[str, str], name: str) -> str:
 def read_form(req: Request) -> dict[str, str]:
     """Each field of an url-encoded body; anything else, a repeated field included, is a BadForm
     (two `client_id`s could be checked as one and acted on as the other)."""
-    content_type = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
-    if content_type != FORM_TYPE or len(req.body) > MAX_FORM_BYTES:
+    if len(req.body) > MAX_FORM_BYTES:
         raise BadForm()
     try:
-        fields = parse_qs(req.body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
-    except (UnicodeDecodeError, ValueError) as exc:
+        return parse_form(req.body, req.headers.get("content-type"))
+    except FormError as exc:
         raise BadForm() from exc
-    if any(len(values) > 1 for values in fields.values()):
-        raise BadForm()
-    return {key: values[0] for key, values in fields.items()}
 
 
 def same_origin(headers: Mapping[str, str], expected_origin: str) -> bool:

@@ -10,6 +10,7 @@ emulator; the unit tier (`scripts/test -m unit`) runs the core on in-memory fake
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -72,10 +73,10 @@ class EntityTable(Protocol):
     def list(self) -> list[Entity]:
         ...
 
-    def list_prefix(self, prefix: str) -> list[Entity]:
+    def list_prefix(self, prefix: str) -> builtins.list[Entity]:
         """Entities whose key starts with `prefix` (non-empty)."""
 
-    def list_from(self, lowest: str) -> list[Entity]:
+    def list_from(self, lowest: str) -> builtins.list[Entity]:
         """Entities whose key is `lowest` or sorts after it (a key-range query: a seek, not a scan)."""
 
     def insert(self, key: str, data: dict[str, Any]) -> Entity:

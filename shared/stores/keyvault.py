@@ -9,26 +9,23 @@ its bearer challenge names a resource the SDK's domain check accepts, so that ch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, TypeVar
 
 from azure.core.exceptions import (
-    AzureError,
-    ClientAuthenticationError,
     HttpResponseError,
-    ResourceExistsError,
-    ResourceNotFoundError,
 )
 from azure.core.pipeline.policies import RetryPolicy
 from azure.keyvault.secrets import KeyVaultSecret, SecretClient, SecretProperties
 
 from shared import telemetry
-from shared.errors import AlreadyExists, NotFound, StoreUnavailable
+from shared.errors import NotFound, StoreUnavailable
 from shared.offloop import may_block
 from shared.stores import SecretRecord
-from shared.stores.backoff import Backoff, retry_after
+from shared.stores.backoff import Backoff
+from shared.stores.sdk_errors import translated
 
 _SDK_OPTIONS = {"connection_timeout": 5, "read_timeout": 10, "retry_total": 2, "retry_backoff_factor": 0.4}
 _MAX_IN_CALL_WAIT = 1.0  # a longer Retry-After is waited out by Backoff, not by a sleeping request thread
@@ -47,23 +44,14 @@ class _ShortWaitRetryPolicy(RetryPolicy):
         return bool(super().is_retry(settings, response))
 
 
-@contextmanager
-def _translated() -> Iterator[None]:
-    """Map SDK errors to the store's vocabulary. A disabled secret is unreadable (403): to us, absent."""
-    try:
-        yield
-    except ResourceNotFoundError as exc:
-        raise NotFound() from exc
-    except ResourceExistsError as exc:
-        raise AlreadyExists() from exc
-    except HttpResponseError as exc:
-        if exc.status_code == 403 and "disabled" in str(exc).lower():
-            raise NotFound() from exc
-        wait = retry_after(exc.response.headers if exc.response is not None else None)
-        throttled = exc.status_code == 429 or (exc.status_code == 503 and wait is not None)
-        raise StoreUnavailable("key-vault", f"HTTP {exc.status_code}", wait, throttled) from exc
-    except (ClientAuthenticationError, AzureError) as exc:
-        raise StoreUnavailable("key-vault", type(exc).__name__) from exc
+def _disabled(exc: HttpResponseError) -> Exception | None:
+    """A disabled secret is unreadable (403): to us, absent."""
+    return NotFound() if exc.status_code == 403 and "disabled" in str(exc).lower() else None
+
+
+def _translated() -> AbstractContextManager[None]:
+    """SDK exceptions in the store's vocabulary (shared.stores.sdk_errors)."""
+    return translated("key-vault", _disabled)
 
 
 class KeyVaultSecretStore:
@@ -110,7 +98,7 @@ class KeyVaultSecretStore:
     def update_properties(self, name: str, *, enabled: bool | None = None,
                           expires_on: datetime | None = None,
                           tags: dict[str, str] | None = None) -> SecretRecord:
-        changes = {k: v for k, v in (("enabled", enabled), ("expires_on", expires_on), ("tags", tags))
+        changes: dict[str, Any] = {k: v for k, v in (("enabled", enabled), ("expires_on", expires_on), ("tags", tags))
                    if v is not None}
         props = self._call("update_secret_properties", lambda c: c.update_secret_properties(name, **changes))
         return _record(props, None)

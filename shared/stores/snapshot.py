@@ -30,6 +30,7 @@ Log queries and row reads are single-flight: concurrent callers wait for one sto
 
 from __future__ import annotations
 
+import enum
 import secrets
 import threading
 import time
@@ -46,7 +47,15 @@ TOMBSTONE = "deleted"
 T = TypeVar("T")
 _READ_STRIPES = 64
 _CHANGED_KEPT = 100  # refreshes a key's change is remembered for (a read in flight that long is not held)
-_UNKNOWN = object()
+
+
+class _Unknown(enum.Enum):
+    """Not held at all (unlike None, a row known to be absent)."""
+
+    UNKNOWN = 0
+
+
+_UNKNOWN = _Unknown.UNKNOWN
 
 
 def is_tombstone(entity: Entity) -> bool:
@@ -93,12 +102,12 @@ class TableSnapshot(Generic[T]):
         self._follow()
         held = self._rows.get(key, _UNKNOWN)
         if held is not _UNKNOWN:
-            return held  # type: ignore[return-value]
+            return held
         may_block()  # a Table read, or a wait for another thread's (shared/offloop.py)
         with self._read_locks[hash(key) % _READ_STRIPES]:  # single flight per key
             held = self._rows.get(key, _UNKNOWN)
             if held is not _UNKNOWN:
-                return held  # type: ignore[return-value]
+                return held
             started = self._refreshes
             value = self._read(key)
             with self._lock:

@@ -8,52 +8,40 @@ JSON-encode lists and objects, which keeps every write a single-entity, atomic r
 
 from __future__ import annotations
 
+import builtins
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
-    AzureError,
-    ClientAuthenticationError,
     HttpResponseError,
-    ResourceExistsError,
     ResourceModifiedError,
-    ResourceNotFoundError,
 )
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared import telemetry
-from shared.errors import AlreadyExists, NotFound, PreconditionFailed, StoreUnavailable
+from shared.errors import PreconditionFailed, StoreUnavailable
 from shared.offloop import may_block
 from shared.stores import Entity
-from shared.stores.backoff import Backoff, retry_after
+from shared.stores.backoff import Backoff
+from shared.stores.sdk_errors import translated
 
 PARTITION = "p"
-_SDK_OPTIONS = {"connection_timeout": 5, "read_timeout": 10, "retry_total": 2, "retry_backoff_factor": 0.4}
+_SDK_OPTIONS: dict[str, Any] = {"connection_timeout": 5, "read_timeout": 10, "retry_total": 2,
+                                "retry_backoff_factor": 0.4}
 T = TypeVar("T")
 
 
-@contextmanager
-def _translated() -> Iterator[None]:
-    """Turn SDK exceptions into the store's vocabulary; anything transport-like fails closed."""
-    try:
-        yield
-    except ResourceModifiedError as exc:
-        raise PreconditionFailed() from exc
-    except ResourceNotFoundError as exc:
-        raise NotFound() from exc
-    except ResourceExistsError as exc:
-        raise AlreadyExists() from exc
-    except HttpResponseError as exc:
-        if exc.status_code == 412:
-            raise PreconditionFailed() from exc
-        wait = retry_after(exc.response.headers if exc.response is not None else None)
-        throttled = exc.status_code == 429 or (exc.status_code == 503 and wait is not None)
-        raise StoreUnavailable("table-storage", f"HTTP {exc.status_code}", wait, throttled) from exc
-    except (ClientAuthenticationError, AzureError) as exc:
-        raise StoreUnavailable("table-storage", type(exc).__name__) from exc
+def _precondition(exc: HttpResponseError) -> Exception | None:
+    """An ETag that no longer matches (412): another writer got there first."""
+    return PreconditionFailed() if isinstance(exc, ResourceModifiedError) or exc.status_code == 412 else None
+
+
+def _translated() -> AbstractContextManager[None]:
+    """SDK exceptions in the store's vocabulary (shared.stores.sdk_errors)."""
+    return translated("table-storage", _precondition)
 
 
 class AzureTable:
@@ -114,14 +102,14 @@ class AzureTable:
         return self._call("query_entities", lambda t: [_entity(e) for e in t.query_entities(
             "PartitionKey eq @p", parameters={"p": self._partition})])
 
-    def list_prefix(self, prefix: str) -> list[Entity]:
+    def list_prefix(self, prefix: str) -> builtins.list[Entity]:
         """Entities whose row key starts with `prefix`: a key-range query, not a scan."""
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         return self._call("query_entities", lambda t: [_entity(e) for e in t.query_entities(
             "PartitionKey eq @p and RowKey ge @lo and RowKey lt @hi",
             parameters={"p": self._partition, "lo": prefix, "hi": upper})])
 
-    def list_from(self, lowest: str) -> list[Entity]:
+    def list_from(self, lowest: str) -> builtins.list[Entity]:
         return self._call("query_entities", lambda t: [_entity(e) for e in t.query_entities(
             "PartitionKey eq @p and RowKey ge @lo", parameters={"p": self._partition, "lo": lowest})])
 

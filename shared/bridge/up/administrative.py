@@ -47,7 +47,9 @@ def _class_item(kind: str, value: Any, name: Any = None) -> dict[str, Any]:
 
 
 def _stu3_classes(source: dict[str, Any], ctx: Ctx, path: str) -> list[dict[str, Any]]:
-    grouping = source.get("grouping") if isinstance(source.get("grouping"), dict) else {}
+    grouping = source.get("grouping")
+    if not isinstance(grouping, dict):
+        grouping = {}
     items = []
     for kind, (value_slot, name_slot) in coverage.STU3_GROUPING.items():
         if value_slot in grouping:

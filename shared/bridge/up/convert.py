@@ -36,7 +36,7 @@ def convert_resource(resource: Any, ctx: Ctx, provider_base: str, path: str = "r
     if kind == "Bundle":
         return _bundle(resource, ctx, provider_base)
     rmap = _BY_PROVIDER_TYPE[ctx.facade].get(kind) if isinstance(kind, str) else None
-    if rmap is None:
+    if rmap is None or not isinstance(kind, str):
         ctx.drop(f"{path}.{kind}" if kind else path, NOT_REPRESENTABLE)
         return None
     body = {key: value for key, value in resource.items() if key != "resourceType"}

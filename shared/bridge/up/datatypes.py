@@ -48,7 +48,29 @@ from shared.bridge.datatypes import (
 )
 from shared.bridge.terminology import to_r4
 
-__all__ = ["attachment", "copied", "narrative", "period", "quantity", "range_", "ratio", "sampled_data"]
+# The Datatypes protocol (shared.bridge.base) this module satisfies, with what it re-exports from the
+# R4 → older direction; a module that defines __all__ satisfies a protocol only with the names it lists.
+__all__ = [
+    "address",
+    "annotation",
+    "attachment",
+    "codeable_concept",
+    "coding",
+    "contact_point",
+    "copied",
+    "element",
+    "extensions",
+    "human_name",
+    "identifier",
+    "meta",
+    "narrative",
+    "period",
+    "quantity",
+    "range_",
+    "ratio",
+    "reference",
+    "sampled_data",
+]
 
 # Provider type name → R4 type name (DSTU2 MedicationOrder → MedicationRequest).
 R4_TYPES = {facade: {old: r4 for r4, old in names.items()} for facade, names in RENAMED_TYPES.items()}
