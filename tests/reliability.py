@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -188,9 +189,10 @@ def log_files(stack: Stack) -> list[Path]:
     return sorted(p for p in (stack.state / "logs").rglob("*") if p.is_file())
 
 
-def put_vault_secret(stack: Stack, name: str, value: str) -> None:
-    """An operator's out-of-band `az keyvault secret set` (upstream credentials), against the emulator
-    with the managed identity its stack hands the gateway; the environment is restored afterwards."""
+def operator_vault(stack: Stack, act: Callable[[Any], object]) -> None:
+    """`act` on the Key Vault an operator reaches out of band (`az keyvault secret ...`): the stack's
+    emulator, with the managed identity its stack hands the gateway. The credential reads its
+    environment when it asks for a token, so `act` runs inside; the environment is restored afterwards."""
     import pytest
     from azure.identity import ManagedIdentityCredential
 
@@ -202,5 +204,9 @@ def put_vault_secret(stack: Stack, name: str, value: str) -> None:
             env.delenv(variable, raising=False)
         env.setenv("IDENTITY_ENDPOINT", vault["identity_endpoint"])
         env.setenv("IDENTITY_HEADER", vault["identity_header"])
-        store = KeyVaultSecretStore.connect(vault["vault_url"], ManagedIdentityCredential(), vault["ca_bundle"])
-        store.set_secret(name, value)
+        act(KeyVaultSecretStore.connect(vault["vault_url"], ManagedIdentityCredential(), vault["ca_bundle"]))
+
+
+def put_vault_secret(stack: Stack, name: str, value: str) -> None:
+    """An operator's out-of-band `az keyvault secret set` (upstream credentials)."""
+    operator_vault(stack, lambda store: store.set_secret(name, value))

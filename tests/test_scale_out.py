@@ -30,7 +30,7 @@ from shared.clients import legacy_verifier
 from shared.stores.tables import AzureTable
 from tests.gateway_calls import add_secret, create_client, onboard, remember, route_body
 from tests.portal_client import PortalUser, next_address
-from tests.reliability import bearer, put_vault_secret
+from tests.reliability import bearer, operator_vault, put_vault_secret
 
 TTL = 3
 SLACK = 1.0
@@ -311,19 +311,8 @@ def _cold_instance_cost(fleet: Fleet, client: tuple[str, str], tenant: str) -> d
 
 def _set_enabled(stack: Stack, name: str, enabled: bool) -> None:
     """An operator disabling (or re-enabling) a Key Vault secret out of band, as `az keyvault secret
-    set-attributes --enabled` would, with the identity the stack hands the gateway."""
-    from azure.identity import ManagedIdentityCredential
-
-    from shared.stores.keyvault import KeyVaultSecretStore
-
-    vault = stack.processes["keyvault"].ready
-    with pytest.MonkeyPatch.context() as env:
-        for variable in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "MSI_ENDPOINT", "MSI_SECRET"):
-            env.delenv(variable, raising=False)
-        env.setenv("IDENTITY_ENDPOINT", vault["identity_endpoint"])
-        env.setenv("IDENTITY_HEADER", vault["identity_header"])
-        store = KeyVaultSecretStore.connect(vault["vault_url"], ManagedIdentityCredential(), vault["ca_bundle"])
-        store.update_properties(name, enabled=enabled)
+    set-attributes --enabled` would."""
+    operator_vault(stack, lambda store: store.update_properties(name, enabled=enabled))
 
 
 def test_disabling_the_pepper_in_key_vault_stops_every_secret_on_every_instance_within_the_ttl(
