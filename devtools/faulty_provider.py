@@ -371,6 +371,10 @@ class Handler(BaseHTTPRequestHandler):
 class FaultyServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: two dozen connections opened at once (the async
+    # gateway opens them all together) overflow it, and a dropped SYN is retried only after 1 s,
+    # past the fault tests' 1 s connect timeout. Real servers listen with far more (waitress 1024).
+    request_queue_size = 128
 
     def __init__(self, port: int, options: Options) -> None:
         super().__init__(("127.0.0.1", port), Handler)
