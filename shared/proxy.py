@@ -40,13 +40,13 @@ from shared.jsonbody import InvalidJson, loads_strict
 from shared.offloop import inline_or_thread
 from shared.page_links import PageLinks, PagingKey
 from shared.policy import (
-    DEFAULT_RESOURCE_TYPES,
     MAX_BATCH_ENTRIES,
     Interaction,
     batch_entry_interaction,
     check_resource_type,
     drop_disallowed_entries,
     interaction_for,
+    permitted_types,
     stu3_sort,
 )
 from shared.provider_client import ProviderClient, Upstream
@@ -312,7 +312,7 @@ def _shape_head(upstream: Upstream, route: TenantRoute, version: str, urls: Urls
 def _only_allowed_entries(body: bytes, route: TenantRoute, audit: Audit) -> bytes:
     """Defence in depth behind the request checks: entries of types the tenant may not see leave a
     whole Bundle. A scan of the type names decides whether the (rarely needed) parse is needed."""
-    permitted = set(route.resource_types or DEFAULT_RESOURCE_TYPES) | {"OperationOutcome", "Bundle"}
+    permitted = permitted_types(route.resource_types) | {"OperationOutcome", "Bundle"}
     if all(name.decode() in permitted for name in _RESOURCE_TYPE.findall(body)):
         return body
     bundle = _loads(body)
@@ -373,12 +373,16 @@ def _response_headers(upstream: Upstream, route: TenantRoute, gateway_base: str)
 def _looks_like_fhir_json(upstream: Upstream) -> bool:
     """The content type says JSON, and the body is one JSON object: checked whole when the answer is
     whole, by its first byte when it streams (the rest has not arrived yet)."""
-    media = upstream.media_type
-    if media not in _FHIR_JSON and not media.endswith("+json"):
+    if not _json_media(upstream):
         return False
     if upstream.complete:
         return _is_json_object(upstream.head)
     return upstream.head.lstrip()[:1] == b"{"
+
+
+def _json_media(upstream: Upstream) -> bool:
+    media = upstream.media_type
+    return media in _FHIR_JSON or media.endswith("+json")
 
 
 def _is_json_object(raw: bytes) -> bool:
@@ -428,10 +432,13 @@ def _bridged(route: TenantRoute, version: str) -> bool:
 def _bridge(upstream: Upstream, version: str, asked: Interaction, route: TenantRoute, audit: Audit) -> Upstream:
     """Convert a whole answer (resource, Bundle or OperationOutcome) to the facade version.
 
-    Anything that is not JSON is left for `_shape` to refuse; a 304 has no body to convert."""
-    if upstream.status == 304 or not _looks_like_fhir_json(upstream):
+    Anything that is not a JSON object is left for `_shape` to refuse; a 304 has no body to convert.
+    The body is parsed once, here (a validity check first would parse a large Bundle twice)."""
+    if upstream.status == 304 or not _json_media(upstream):
         return upstream
-    body = orjson.loads(upstream.head)
+    body = _loads(upstream.head)
+    if not isinstance(body, dict):
+        return upstream
     if version == "r4":
         converted, dropped = convert_response_up(route.fhir_version, body, route.provider_base_url)
     else:

@@ -416,3 +416,23 @@ def test_a_warm_proxy_answers_without_a_store_call() -> None:
         assert (world.vault.calls, world.client_table.calls, world.tenant_table.calls) == before
     run(scenario)
 
+
+
+def test_an_empty_allow_list_lets_no_entry_of_a_whole_answer_through() -> None:
+    """The scan that decides whether the Bundle needs parsing reads the tenant's allow-list exactly
+    as the filter does (`policy.permitted_types`): an empty list is empty, not the default set."""
+    from dataclasses import replace
+
+    from shared.audit import Audit
+    from shared.proxy import _only_allowed_entries
+
+    world = build_world()
+    client_id, _ = world.client()
+    route = world.proxy._tenants.resolve(world.tenant("https://ehr.example/fhir", allowed=(client_id,)))
+    assert route is not None
+    body = json.dumps({"resourceType": "Bundle", "type": "searchset",
+                       "entry": [{"resource": _patient("https://ehr.example/fhir", "p1")}]}).encode()
+    audit = Audit("unit")
+    kept = json.loads(_only_allowed_entries(body, replace(route, resource_types=()), audit))
+    assert kept["entry"] == [] and audit.dropped == {"entry:Patient": 1}
+    assert _only_allowed_entries(body, route, Audit("unit")) is body  # default list: no parse, same bytes
