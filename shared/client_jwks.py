@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 
 import requests
 
+from shared.cache import Entry, TtlCache
 from shared.client_assertion import validate_jwks
 from shared.errors import ProblemError
-from shared.offloop import may_block
 
 TTL_SECONDS = 300
 REFRESH_SECONDS = 30
 MAX_BYTES = 64 * 1024
-_CACHE_MAX = 10_000
 _LOG = logging.getLogger("gateway.jwks")
 
 
@@ -38,35 +36,13 @@ class RemoteJwks:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._timeout, self._clock = timeout, clock
         self._session = session or requests.Session()
-        self._cache: dict[str, tuple[float, dict | None]] = {}
-        self._lock = threading.Lock()
-        self._fetching: dict[str, threading.Lock] = {}
+        self._cache: TtlCache[str, dict | None] = TtlCache(TTL_SECONDS, clock)
 
     def get(self, uri: str, want_kid: str | None = None) -> dict | None:
         """The set at `uri` (None when it cannot be fetched or is unusable); fetched again when older
         than the TTL, or when it lacks `want_kid` and the last fetch is older than REFRESH_SECONDS."""
-        hit = self._cache.get(uri)
-        if hit is not None and not self._stale(hit, want_kid):
-            return hit[1]
-        may_block()
-        with self._lock:
-            gate = self._fetching.setdefault(uri, threading.Lock())
-        with gate:  # one fetch per URL at a time; the others use its result
-            hit = self._cache.get(uri)
-            if hit is None or self._stale(hit, want_kid):
-                hit = (self._clock(), self._fetch(uri))
-                with self._lock:
-                    if len(self._cache) >= _CACHE_MAX:
-                        del self._cache[next(iter(self._cache))]
-                    self._cache[uri] = hit
-            return hit[1]
-
-    def _stale(self, hit: tuple[float, dict | None], want_kid: str | None) -> bool:
-        age = self._clock() - hit[0]
-        if age >= TTL_SECONDS:
-            return True
-        kids = {k.get("kid") for k in (hit[1] or {}).get("keys", [])}
-        return age >= REFRESH_SECONDS and (hit[1] is None or want_kid not in kids)
+        return self._cache.get_or_load(uri, lambda: self._fetch(uri),
+                                       stale=lambda held: _lacks(held, want_kid, self._clock()))
 
     def _fetch(self, uri: str) -> dict | None:
         try:
@@ -87,3 +63,10 @@ class RemoteJwks:
         except (ValueError, ProblemError):
             _LOG.warning("jwks_uri did not serve a usable JWK Set")
         return None
+
+
+def _lacks(held: Entry[dict | None], want_kid: str | None, now: float) -> bool:
+    """A set fetched over REFRESH_SECONDS ago that is unusable or lacks the `kid` asked for."""
+    if held.age(now) < REFRESH_SECONDS:
+        return False
+    return held.value is None or want_kid not in {k.get("kid") for k in held.value.get("keys", [])}

@@ -37,18 +37,16 @@ import hmac
 import json
 import re
 import secrets
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, overload
 
+from shared.cache import TtlCache
 from shared.errors import AlreadyExists, NotFound, ProblemError
 from shared.guid import is_canonical_guid
-from shared.offloop import may_block
 from shared.stores import Entity, EntityTable, SecretRecord, SecretStore
 from shared.stores.snapshot import TOMBSTONE, TableSnapshot
 
@@ -58,8 +56,6 @@ PEPPER_ROW = "pepper"
 MIGRATED = "table"  # the client row's `verifiers` value once its secrets are rows (set at creation)
 _SECRET_RE = re.compile(r"^([0-9a-f]{16})~([A-Za-z0-9_-]{43})$")
 _PEPPER_ID_RE = re.compile(r"^[0-9a-f]{16}$")
-_CACHE_MAX = 10_000
-_LOAD_STRIPES = 64
 # A JWK Set lives in the client's row (one Table property holds 64 KiB): ten 4096-bit RSA keys fit.
 MAX_JWKS_CHARS = 16 * 1024
 
@@ -190,76 +186,26 @@ def _iso(dt: datetime | None) -> str | None:
     return dt.astimezone(UTC).isoformat(timespec="seconds") if dt else None
 
 
-class _TtlCache:
-    """Small bounded TTL cache; entries remember when they were fetched so a TTL bounds staleness."""
-
-    def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
-        self._ttl, self._clock = ttl, clock
-        self._data: OrderedDict[str, tuple[float, object]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._loading = [threading.Lock() for _ in range(_LOAD_STRIPES)]
-
-    def get(self, key: str) -> tuple[bool, object]:
-        with self._lock:
-            hit = self._data.get(key)
-            if hit is None or self._clock() - hit[0] >= self._ttl:
-                return False, None
-            return True, hit[1]
-
-    def put(self, key: str, value: object) -> None:
-        with self._lock:
-            self._data[key] = (self._clock(), value)
-            self._data.move_to_end(key)
-            while len(self._data) > _CACHE_MAX:
-                self._data.popitem(last=False)
-
-    def drop(self, key: str) -> None:
-        with self._lock:
-            self._data.pop(key, None)
-
-    def get_or_load(self, key: str, load: Callable[[], object]) -> object:
-        """One load per key per TTL: requests that miss together (a client's burst as its entry
-        expires) wait for the first one's Key Vault or Table call instead of each making their own."""
-        hit, value = self.get(key)
-        if hit:
-            return value
-        may_block()  # a store read, or a wait for another thread's
-        with self._loading[hash(key) % _LOAD_STRIPES]:
-            hit, value = self.get(key)
-            if not hit:
-                value = load()
-                self.put(key, value)
-            return value
-
-
 class PepperRing:
     """The verifier HMAC keys, read from Key Vault once per TTL per instance (whatever the number of
     clients), so a pepper disabled or deleted in the vault stops verifying everywhere within the TTL.
     A missing pepper is remembered as missing for the TTL too; a vault failure propagates (fail closed)."""
 
     def __init__(self, store: SecretStore, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._store, self._ttl, self._clock = store, ttl, clock
-        self._cache: dict[str, tuple[float, bytes | None]] = {}
-        self._lock = threading.Lock()
+        self._store = store
+        self._cache: TtlCache[str, bytes | None] = TtlCache(ttl, clock)
 
     def get(self, pepper_id: str) -> bytes | None:
         if not _PEPPER_ID_RE.match(pepper_id):
             return None
-        hit = self._cache.get(pepper_id)
-        if hit is not None and self._clock() - hit[0] < self._ttl:
-            return hit[1]
-        with self._lock:  # single flight: one vault read per pepper per TTL, however many requests miss
-            hit = self._cache.get(pepper_id)
-            if hit is None or self._clock() - hit[0] >= self._ttl:
-                started = self._clock()
-                try:
-                    record = self._store.get_secret(PEPPER_PREFIX + pepper_id)
-                    value = _unb64(record.value) if record.value and record.usable_at(datetime.now(UTC)) else None
-                except NotFound:
-                    value = None
-                hit = (started, value)
-                self._cache[pepper_id] = hit
-            return hit[1]
+        return self._cache.get_or_load(pepper_id, lambda: self._read(pepper_id))
+
+    def _read(self, pepper_id: str) -> bytes | None:
+        try:
+            record = self._store.get_secret(PEPPER_PREFIX + pepper_id)
+        except NotFound:
+            return None
+        return _unb64(record.value) if record.value and record.usable_at(datetime.now(UTC)) else None
 
 
 def _unb64(text: str) -> bytes | None:
@@ -281,7 +227,7 @@ class ClientRegistry:
         self._secrets: TableSnapshot[VerifierRow] = TableSnapshot(self._rows, partition("secrets-changes"),
                                                                   cache_ttl, VerifierRow.from_entity)
         self._peppers = PepperRing(store, cache_ttl)
-        self._legacy = _TtlCache(cache_ttl, clock)
+        self._legacy: TtlCache[str, SecretRecord | None] = TtlCache(cache_ttl, clock)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -453,7 +399,7 @@ class ClientRegistry:
         """A legacy Key Vault verifier that matches the presented secret becomes a peppered row."""
         name = _legacy_name(client_id, secret_id)
         record = self._legacy.get_or_load(name, lambda: self._read_legacy(name))
-        if not isinstance(record, SecretRecord) or record.value is None or not record.usable_at(self._now()):
+        if record is None or record.value is None or not record.usable_at(self._now()):
             return None
         if not hmac.compare_digest(legacy_verifier(client_id, secret_id, secret).encode(), record.value.encode()):
             return None
