@@ -93,6 +93,18 @@ class TtlCache(Generic[K, V]):
         with self._lock:
             self._data.pop(key, None)
 
+    def drop_if(self, key: K, unwanted: Callable[[V], bool]) -> V | None:
+        """Drop the value held for `key`, expired or not, if `unwanted(value)`; the dropped value, else None.
+
+        Judged and dropped in one step, so a value another caller has just stored (a fresh token
+        replacing the one a provider refused) is judged itself instead of being dropped unseen."""
+        with self._lock:
+            held = self._data.get(key)
+            if held is None or not unwanted(held.value):
+                return None
+            del self._data[key]
+            return held.value
+
     def get_or_load(self, key: K, load: Callable[[], V], *,
                     stale: Callable[[Entry[V]], bool] | None = None,
                     ttl_of: Callable[[V], float] | None = None) -> V:

@@ -23,7 +23,7 @@ from shared.guid import GUID_PATTERN
 from shared.http import Request, Response
 from shared.invitations import MAX_HOURS, MAX_NOTE
 from shared.routes import FHIR_VERSIONS
-from shared.upstream_auth import _SCHEMAS as UPSTREAM_AUTH_KINDS
+from shared.upstream_auth import KINDS as UPSTREAM_AUTH_KINDS
 
 PREFIX = "manage/"
 
@@ -147,7 +147,7 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def _upstream_auth() -> dict[str, Any]:
-    """One alternative per credential kind the gateway knows (shared/upstream_auth.py), with its fields."""
+    """One alternative per credential kind the gateway knows (shared/upstream_auth/kinds.py), with its fields."""
     variants = []
     for kind, fields in UPSTREAM_AUTH_KINDS.items():
         properties: dict[str, Any] = {"kind": {"const": kind}}

@@ -69,6 +69,17 @@ def test_a_dropped_key_is_loaded_afresh() -> None:
     assert cache.get_or_load("k", lambda: 2) == 2
 
 
+def test_drop_if_judges_the_held_value_even_after_its_ttl() -> None:
+    clock = Clock()
+    cache: TtlCache[str, int] = TtlCache(10, clock)
+    cache.put("k", 1)
+    assert cache.drop_if("k", lambda value: value == 2) is None
+    clock.now += 11
+    assert cache.drop_if("k", lambda value: value == 1) == 1
+    assert cache.drop_if("k", lambda value: True) is None
+    assert cache.get_or_load("k", lambda: 3) == 3
+
+
 def test_ttl_of_sets_each_entrys_lifetime_from_what_was_loaded() -> None:
     clock = Clock()
     cache: TtlCache[str, int] = TtlCache(100, clock)
