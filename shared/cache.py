@@ -9,8 +9,9 @@ three guarantees, which hand-rolled dicts kept getting wrong one at a time:
 - *staleness bounded by a TTL*: a value is used for at most its TTL after it was loaded, so a
   revocation in the store reaches every instance within it;
 - *single flight*: callers that miss together (a client's burst as its entry expires) wait for the
-  first caller's load instead of each making their own store call. Loads are serialised per lock
-  stripe, not per key, so the lock table is bounded too; a load never holds the table lock.
+  first caller's load instead of each making their own store call. Loads are serialised per key
+  (one slow identity provider never delays another tenant's load), and a key's lock lives only
+  while someone loads or waits for it, so the lock table is bounded by the loads in flight.
 
 Misses are cached like hits (a loader returns None for "absent"), for the TTL: that is what bounds
 the store calls a flood of unknown keys can cause. A caller that knows a key just changed `drop`s it.
@@ -25,7 +26,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -35,7 +37,6 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 DEFAULT_MAX_ENTRIES = 10_000
-_LOAD_STRIPES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ class TtlCache(Generic[K, V]):
         self._ttl, self._clock, self._max = ttl, clock, max_entries
         self._data: OrderedDict[K, Entry[V]] = OrderedDict()
         self._lock = threading.Lock()
-        self._loading = [threading.Lock() for _ in range(_LOAD_STRIPES)]
+        self._flights: dict[K, _Flight] = {}
 
     def __len__(self) -> int:
         return len(self._data)
@@ -123,10 +124,37 @@ class TtlCache(Generic[K, V]):
         if held is not None and not (stale and stale(held)):
             return held
         may_block()  # a store read, or a wait for another thread's
-        with self._loading[hash(key) % _LOAD_STRIPES]:
+        with self._flight(key):
             held = self.entry(key)
             if held is not None and not (stale and stale(held)):
                 return held  # another caller loaded it while we waited
             started = self._clock()
             value = load()
             return self.put(key, value, ttl_of(value) if ttl_of else None, loaded_at=started)
+
+    @contextmanager
+    def _flight(self, key: K) -> Iterator[None]:
+        """Hold `key`'s load lock; the lock is forgotten when its last holder or waiter leaves."""
+        with self._lock:
+            flight = self._flights.get(key)
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+            flight.users += 1
+        try:
+            with flight.lock:
+                yield
+        finally:
+            with self._lock:
+                flight.users -= 1
+                if flight.users == 0:
+                    del self._flights[key]
+
+
+class _Flight:
+    """One key's load lock and how many callers hold or wait for it."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0

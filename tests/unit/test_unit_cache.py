@@ -134,3 +134,35 @@ def test_a_miss_inside_an_inline_attempt_gives_way_to_a_thread() -> None:
     assert asyncio.run(inline_or_thread(lookup)) == 1  # now a hit: no second load
     assert len(ran_on) == 1
     assert issubclass(WouldBlock, BaseException)
+
+
+def test_a_slow_load_of_one_key_never_delays_another_keys_load() -> None:
+    cache: TtlCache[str, int] = TtlCache(10)
+    slow_started, release = threading.Event(), threading.Event()
+
+    def slow() -> int:
+        slow_started.set()
+        release.wait(5)
+        return 1
+
+    stuck = threading.Thread(target=lambda: cache.get_or_load("slow tenant", slow))
+    stuck.start()
+    try:
+        assert slow_started.wait(5)
+        done: list[int] = []
+        other = threading.Thread(target=lambda: done.append(cache.get_or_load("other tenant", lambda: 2)))
+        other.start()
+        other.join(2)
+        assert done == [2]  # answered while the slow load still holds its own key
+    finally:
+        release.set()
+        stuck.join(5)
+
+
+def test_load_locks_are_forgotten_once_nobody_loads_or_waits() -> None:
+    cache: TtlCache[int, int] = TtlCache(10)
+    for key in range(1000):
+        cache.get_or_load(key, lambda: 0)
+    with pytest.raises(OSError):
+        cache.get_or_load(-1, lambda: (_ for _ in ()).throw(OSError()))
+    assert cache._flights == {}  # private on purpose: the bound is the point of this test
