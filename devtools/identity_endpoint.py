@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from devtools.jsonhttp import BackgroundServer, read_body, send_json
+from devtools.jsonhttp import BackgroundServer, json_handler
 
 __all__ = ["TOKEN_PATH", "ExtraRoute", "IdentityEndpoint", "RouteResult", "write_json_atomically"]
 
@@ -225,26 +225,5 @@ class IdentityEndpoint(BackgroundServer):
 
 
 def _handler_for(endpoint: IdentityEndpoint) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "identity-endpoint"
-        # Headers and body go out as separate writes; with Nagle on, the client's delayed ACK
-        # added ~40 ms to every request.
-        disable_nagle_algorithm = True
-
-        def _serve(self) -> None:
-            status, payload, headers = endpoint.route(
-                self.command, self.path, read_body(self), self.headers.get("X-IDENTITY-HEADER")
-            )
-            send_json(self, status, payload, headers)
-
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
-
-        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-            # The query may carry client ids; the path alone is enough to debug.
-            _LOG.info("%s %s -> %s", self.command, urlsplit(self.path).path, code)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            _LOG.debug("identity endpoint: " + format, *args)
-
-    return Handler
+    return json_handler("identity-endpoint", lambda request, body: endpoint.route(
+        request.command, request.path, body, request.headers.get("X-IDENTITY-HEADER")), _LOG)

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
-from devtools.jsonhttp import BackgroundServer, read_body, send_json
+from devtools.jsonhttp import BackgroundServer, json_handler
 from devtools.upstream_idp.keys import (
     CLOCK_SKEW,
     PublicKey,
@@ -271,22 +271,6 @@ class UpstreamIdp(BackgroundServer):
 
 
 def _handler_for(idp: UpstreamIdp) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "upstream-idp"
-
-        def _serve(self) -> None:
-            headers = {name.lower(): value for name, value in self.headers.items()}
-            status, payload, extra = idp.route(self.command, self.path, headers, read_body(self))
-            send_json(self, status, payload, extra)
-
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
-
-        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-            # Only the path: bodies and headers carry credentials.
-            _LOG.info("%s %s -> %s", self.command, urlsplit(self.path).path, code)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            _LOG.debug("upstream idp: " + format, *args)
-
-    return Handler
+    return json_handler("upstream-idp", lambda request, body: idp.route(
+        request.command, request.path, {name.lower(): value for name, value in request.headers.items()}, body),
+        _LOG)
