@@ -29,11 +29,11 @@ class FacadeTables(TypedDict):
     dstu2: Table
 
 
-def elements(dt: Datatypes, issue_type: CodeMap) -> FacadeTables:
+def elements(dt: Datatypes) -> FacadeTables:
     """OperationOutcome's tables per older version (DSTU2 has no `expression`)."""
     issue = {
         "severity": To("severity", codes(CodeMap(identity("fatal", "error", "warning", "information")))),
-        "code": To("code", codes(issue_type)),
+        "code": To("code", dt.coded(ISSUE_TYPE)),
         "details": To("details", dt.codeable_concept),
         "diagnostics": To("diagnostics"),
         "location": To("location"),
@@ -42,4 +42,4 @@ def elements(dt: Datatypes, issue_type: CodeMap) -> FacadeTables:
             "dstu2": {"issue": To("issue", many(dt.element(issue)))}}
 
 
-MAP = ResourceMap("OperationOutcome", **elements(datatypes, ISSUE_TYPE))
+MAP = ResourceMap("OperationOutcome", **elements(datatypes))

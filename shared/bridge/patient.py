@@ -7,10 +7,8 @@ The app reads name.family/given/use/prefix, gender, birthDate, the MRN identifie
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from shared.bridge import datatypes
-from shared.bridge.base import CodeMap, Datatypes, To, codes, identity, many
+from shared.bridge.base import CodeMap, Datatypes, To, identity, many
 from shared.bridge.datatypes import reference, reference_to
 from shared.bridge.params import date, string, token
 from shared.bridge.resource import ResourceMap
@@ -21,8 +19,7 @@ LINK_TYPE = {
 }
 
 
-
-def elements(dt: Datatypes, link_type: Mapping[str, CodeMap]) -> dict[str, To]:
+def elements(dt: Datatypes) -> dict[str, To]:
     """Patient's elements that keep their name in every version, in one direction's datatypes."""
     contact = dt.element({
         "relationship": To("relationship", many(dt.codeable_concept)),
@@ -52,11 +49,11 @@ def elements(dt: Datatypes, link_type: Mapping[str, CodeMap]) -> dict[str, To]:
             "language": To("language", dt.codeable_concept), "preferred": To("preferred")}))),
         "managingOrganization": To("managingOrganization", dt.reference),
         "link": To("link", many(dt.element({"other": To("other", dt.reference),
-                                            "type": To("type", codes(link_type))}))),
+                                            "type": To("type", dt.coded(LINK_TYPE))}))),
     }
 
 
-_COMMON = elements(datatypes, LINK_TYPE)
+_COMMON = elements(datatypes)
 _SEARCH = {
     "id": token("_id"),  # the Patients app articles write `id`
     "family": string("family", "contains"),

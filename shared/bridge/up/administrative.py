@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.bridge import coverage, location, organization, outcome, patient, practitioner
-from shared.bridge.base import NOT_REPRESENTABLE, Ctx, To, codes, consumed, many
+from shared.bridge.base import NOT_REPRESENTABLE, Ctx, To, consumed, many
 from shared.bridge.resource import ResourceMap
 from shared.bridge.terminology import THO
 from shared.bridge.up import datatypes
@@ -19,15 +19,12 @@ from shared.bridge.up.datatypes import (
     codeable_concept,
     coding,
     human_name,
-    identifier,
-    inverted,
-    period,
     reference,
 )
 
 # --- Patient -----------------------------------------------------------------------------------
 
-_PATIENT_COMMON = patient.elements(datatypes, {facade: inverted(t) for facade, t in patient.LINK_TYPE.items()})
+_PATIENT_COMMON = patient.elements(datatypes)
 PATIENT = ResourceMap(
     "Patient",
     stu3={**_PATIENT_COMMON, "generalPractitioner": To("generalPractitioner", many(reference))},
@@ -109,24 +106,13 @@ def _concept_of(value: Any, ctx: Ctx, path: str) -> dict | None:
     return {"coding": [converted]} if converted else None
 
 
-_COVERAGE_COMMON = {
-    "identifier": To("identifier", many(identifier)),
-    "subscriber": To("subscriber", reference),
-    "period": To("period", period),
-    "contract": To("contract", many(reference)),
-    "sequence": To("class", consumed),
-}
+_COVERAGE_COMMON = {**coverage.elements(datatypes), "sequence": To("class", consumed)}
 COVERAGE = ResourceMap(
     "Coverage",
-    stu3={**_COVERAGE_COMMON, "status": To("status", codes(inverted(coverage.STATUS))),
-          "type": To("type", codeable_concept), "policyHolder": To("policyHolder", reference),
-          "subscriberId": To("subscriberId"), "beneficiary": To("beneficiary", reference),
-          "dependent": To("dependent"), "relationship": To("relationship", codeable_concept),
-          "payor": To("payor", many(reference)), "grouping": To("class", consumed), "order": To("order"),
-          "network": To("network")},
-    dstu2={**_COVERAGE_COMMON, "issuer": To("payor", many(reference)), "bin": To("class", consumed),
+    stu3={**_COVERAGE_COMMON, **coverage.stu3_elements(datatypes)},
+    dstu2={**_COVERAGE_COMMON, **coverage.dstu2_elements(datatypes),
+           **{slot: To("class", consumed) for slot in ("bin", *_DSTU2_SLOTS)},
            "type": To("type", _concept_of), "subscriberId": To("subscriberId", _identifier_value),
-           "group": To("class", consumed), "plan": To("class", consumed), "subPlan": To("class", consumed),
            "dependent": To("dependent", _as_string), "network": To("network", _identifier_value)},
     finish=_coverage_finish,
 )
@@ -153,4 +139,4 @@ ORGANIZATION = ResourceMap(
 
 # --- OperationOutcome --------------------------------------------------------------------------
 
-OPERATION_OUTCOME = ResourceMap("OperationOutcome", **outcome.elements(datatypes, inverted(outcome.ISSUE_TYPE)))
+OPERATION_OUTCOME = ResourceMap("OperationOutcome", **outcome.elements(datatypes))
