@@ -117,6 +117,17 @@ def onset_choice(dt: Datatypes, prefix: str, age: str) -> dict[str, To]:
     }
 
 
+def person_elements(dt: Datatypes) -> dict[str, To]:
+    """The demographics Patient and Practitioner both hold, of one name and shape in every version."""
+    return {
+        "identifier": To("identifier", many(dt.identifier)),
+        **copied("active", "gender", "birthDate"),
+        "telecom": To("telecom", many(dt.contact_point)),
+        "address": To("address", many(dt.address)),
+        "photo": To("photo", many(dt.attachment)),
+    }
+
+
 def to_date(value: Any, ctx: Ctx, path: str) -> Any:
     """A dateTime where the facade holds a date: the day is kept, the time of day counted as dropped."""
     if isinstance(value, str) and len(value) > 10:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from shared.bridge import datatypes
 from shared.bridge.base import CodeMap, Datatypes, To, identity, many
-from shared.bridge.datatypes import reference, reference_to
+from shared.bridge.datatypes import copied, person_elements, reference, reference_to
 from shared.bridge.params import date, string, token
 from shared.bridge.resource import ResourceMap
 
@@ -31,19 +31,10 @@ def elements(dt: Datatypes) -> dict[str, To]:
         "period": To("period", dt.period),
     })
     return {
-        "identifier": To("identifier", many(dt.identifier)),
-        "active": To("active"),
+        **person_elements(dt),
         "name": To("name", many(dt.human_name)),
-        "telecom": To("telecom", many(dt.contact_point)),
-        "gender": To("gender"),
-        "birthDate": To("birthDate"),
-        "deceasedBoolean": To("deceasedBoolean"),
-        "deceasedDateTime": To("deceasedDateTime"),
-        "address": To("address", many(dt.address)),
+        **copied("deceasedBoolean", "deceasedDateTime", "multipleBirthBoolean", "multipleBirthInteger"),
         "maritalStatus": To("maritalStatus", dt.codeable_concept),
-        "multipleBirthBoolean": To("multipleBirthBoolean"),
-        "multipleBirthInteger": To("multipleBirthInteger"),
-        "photo": To("photo", many(dt.attachment)),
         "contact": To("contact", many(contact)),
         "communication": To("communication", many(dt.element({
             "language": To("language", dt.codeable_concept), "preferred": To("preferred")}))),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from shared.bridge import datatypes
 from shared.bridge.base import Datatypes, To, first, many
-from shared.bridge.datatypes import human_name
+from shared.bridge.datatypes import human_name, person_elements
 from shared.bridge.params import string, token
 from shared.bridge.resource import ResourceMap
 
@@ -16,13 +16,7 @@ from shared.bridge.resource import ResourceMap
 def elements(dt: Datatypes) -> dict[str, To]:
     """Practitioner's elements that keep their name and cardinality in every version (not `name`)."""
     return {
-        "identifier": To("identifier", many(dt.identifier)),
-        "active": To("active"),
-        "telecom": To("telecom", many(dt.contact_point)),
-        "address": To("address", many(dt.address)),
-        "gender": To("gender"),
-        "birthDate": To("birthDate"),
-        "photo": To("photo", many(dt.attachment)),
+        **person_elements(dt),
         "qualification": To("qualification", many(dt.element({
             "identifier": To("identifier", many(dt.identifier)),
             "code": To("code", dt.codeable_concept),
