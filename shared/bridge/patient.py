@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from shared.bridge import datatypes
 from shared.bridge.base import CodeMap, Datatypes, To, identity, many
-from shared.bridge.datatypes import copied, person_elements, reference, reference_to
+from shared.bridge.datatypes import copied, person_elements
 from shared.bridge.params import date, string, token
-from shared.bridge.resource import ResourceMap
+from shared.bridge.resource import FacadeTables, ResourceMap
 
 LINK_TYPE = {
     "stu3": CodeMap(identity("replaced-by", "replaces", "refer", "seealso")),
@@ -19,7 +19,7 @@ LINK_TYPE = {
 }
 
 
-def elements(dt: Datatypes) -> dict[str, To]:
+def _elements(dt: Datatypes) -> dict[str, To]:
     """Patient's elements that keep their name in every version, in one direction's datatypes."""
     contact = dt.element({
         "relationship": To("relationship", many(dt.codeable_concept)),
@@ -44,7 +44,13 @@ def elements(dt: Datatypes) -> dict[str, To]:
     }
 
 
-_COMMON = elements(datatypes)
+def tables(dt: Datatypes) -> FacadeTables:
+    """Patient's tables in one direction's datatypes (DSTU2 calls the general practitioners `careProvider`)."""
+    return {"stu3": {**_elements(dt), "generalPractitioner": To("generalPractitioner", many(dt.reference))},
+            "dstu2": {**_elements(dt), **dt.renamed("generalPractitioner", "careProvider",
+                                                    many(dt.reference_to("Organization", "Practitioner")))}}
+
+
 _SEARCH = {
     "id": token("_id"),  # the Patients app articles write `id`
     "family": string("family", "contains"),
@@ -57,7 +63,6 @@ _SEARCH = {
 
 MAP = ResourceMap(
     "Patient",
-    stu3={**_COMMON, "generalPractitioner": To("generalPractitioner", many(reference))},
-    dstu2={**_COMMON, "generalPractitioner": To("careProvider", many(reference_to("Organization", "Practitioner")))},
+    **tables(datatypes),
     search={"stu3": _SEARCH, "dstu2": _SEARCH},
 )

@@ -9,26 +9,16 @@ both versions survives the trip down and back up unchanged.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from shared.bridge import (
-    allergy,
-    condition,
-    convert_response,
-    coverage,
-    encounter,
-    location,
-    medication,
-    observation,
-    organization,
-    patient,
-    practitioner,
-)
+from shared.bridge import convert_response, encounter, observation
 from shared.bridge import datatypes as down
-from shared.bridge.base import EXTRA_ITEMS, NOT_REPRESENTABLE, UNKNOWN_CODE, Ctx, To, same
+from shared.bridge.base import EXTRA_ITEMS, NOT_REPRESENTABLE, UNKNOWN_CODE, Ctx, Table, To, same
+from shared.bridge.resource import FacadeTables
 from shared.bridge.terminology import THO
 from shared.bridge.up import convert_response_up
 from shared.bridge.up import datatypes as up
@@ -38,28 +28,49 @@ pytestmark = pytest.mark.unit
 
 PROVIDER = "https://fhir.example.org"
 
-SHARED_TABLES: dict[str, Callable[[Any], dict[str, To]]] = {
-    "observation": observation.elements, "observation-stu3": observation.stu3_elements,
-    "observation-dstu2": observation.dstu2_elements, "observation-component": observation.component,
-    "condition": condition.elements, "condition-stu3": condition.stu3_elements,
-    "condition-dstu2": condition.dstu2_elements,
-    "encounter": encounter.elements, "encounter-stu3": encounter.stu3_elements,
-    "allergy": allergy.elements, "allergy-stu3": allergy.stu3_elements, "allergy-dstu2": allergy.dstu2_elements,
-    "medication": medication.elements, "medication-stu3": medication.stu3_elements,
-    "medication-dstu2": medication.dstu2_elements,
-    "coverage": coverage.elements, "coverage-stu3": coverage.stu3_elements, "coverage-dstu2": coverage.dstu2_elements,
-    "patient": patient.elements, "practitioner": practitioner.elements, "location": location.elements,
-    "organization": organization.elements, "person": down.person_elements,
-    "dstu2-onset": lambda dt: down.onset_choice(dt, "onset", "onsetQuantity"),
-}
+# The resource modules' tables written once for both directions, as "module.function" of shared.bridge.
+SHARED_TABLES = [f"{module}.{table}" for module, tables in {
+    "observation": ("elements", "stu3_elements", "dstu2_elements", "component"),
+    "condition": ("elements", "stu3_elements", "dstu2_elements"),
+    "encounter": ("elements", "stu3_elements"),
+    "allergy": ("elements", "stu3_elements", "dstu2_elements"),
+    "medication": ("elements", "stu3_elements", "dstu2_elements"),
+    "coverage": ("elements", "stu3_elements", "dstu2_elements"),
+    "datatypes": ("person_elements",),
+}.items() for table in tables]
+WHOLE_TABLES = [f"{module}.tables" for module in ("patient", "practitioner", "location", "organization", "outcome")]
 
 
-@pytest.mark.parametrize("table", SHARED_TABLES.values(), ids=SHARED_TABLES.keys())
-def test_a_shared_table_names_the_same_element_pairs_in_both_directions(
-        table: Callable[[Any], dict[str, To]]) -> None:
-    going_down = {(r4, rule.name) for r4, rule in table(down).items()}
-    going_up = {(rule.name, older) for older, rule in table(up).items()}
+def _table(name: str) -> Callable[[Any], Any]:
+    module, function = name.split(".")
+    return getattr(importlib.import_module(f"shared.bridge.{module}"), function)
+
+
+def _pairs(going_down: Table, going_up: Table) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(R4 name, older name) as each direction's table states them."""
+    return ({(r4, rule.name) for r4, rule in going_down.items()},
+            {(rule.name, older) for older, rule in going_up.items()})
+
+
+@pytest.mark.parametrize("name", SHARED_TABLES)
+def test_a_shared_table_names_the_same_element_pairs_in_both_directions(name: str) -> None:
+    going_down, going_up = _pairs(_table(name)(down), _table(name)(up))
     assert going_down == going_up
+
+
+def test_an_onset_choice_names_the_same_element_pairs_in_both_directions() -> None:
+    going_down, going_up = _pairs(down.onset_choice(down, "onset", "onsetQuantity"),
+                                  down.onset_choice(up, "onset", "onsetQuantity"))
+    assert going_down == going_up and ("onsetAge", "onsetQuantity") in going_down
+
+
+@pytest.mark.parametrize("name", WHOLE_TABLES)
+def test_a_resource_written_once_has_the_same_element_pairs_in_both_directions(name: str) -> None:
+    downward: FacadeTables = _table(name)(down)
+    upward: FacadeTables = _table(name)(up)
+    stu3_down, stu3_up = _pairs(downward["stu3"], upward["stu3"])
+    dstu2_down, dstu2_up = _pairs(downward["dstu2"], upward["dstu2"])
+    assert stu3_down == stu3_up and dstu2_down == dstu2_up
 
 
 def test_renamed_reads_the_r4_name_going_down_and_the_older_name_going_up() -> None:

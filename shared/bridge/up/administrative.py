@@ -1,8 +1,9 @@
 """Patient, Coverage, Location, Practitioner, Organization and OperationOutcome: STU3/DSTU2 → R4.
 
-The mirror of the down bridge's modules. Lists R4 widened (Location/Organization `type`, DSTU2
-Practitioner `name`) take the one older item; DSTU2 Coverage's group/plan/subPlan/bin/sequence
-slots and STU3's `grouping` become R4 `class` items typed by the coverage-class code system.
+The down bridge's own tables (each module's `tables`, or `elements` and the rest), read through
+this direction's datatypes: lists R4 widened (Location/Organization `type`, DSTU2 Practitioner
+`name`) take the one older item. DSTU2 Coverage's group/plan/subPlan/bin/sequence slots and
+STU3's `grouping` become R4 `class` items typed by the coverage-class code system.
 """
 
 from __future__ import annotations
@@ -10,26 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from shared.bridge import coverage, location, organization, outcome, patient, practitioner
-from shared.bridge.base import NOT_REPRESENTABLE, Ctx, To, consumed, many
+from shared.bridge.base import NOT_REPRESENTABLE, Ctx, To, consumed
 from shared.bridge.resource import ResourceMap
 from shared.bridge.terminology import THO
 from shared.bridge.up import datatypes
-from shared.bridge.up.datatypes import (
-    absent,
-    codeable_concept,
-    coding,
-    human_name,
-    reference,
-)
+from shared.bridge.up.datatypes import absent, coding
 
 # --- Patient -----------------------------------------------------------------------------------
 
-_PATIENT_COMMON = patient.elements(datatypes)
-PATIENT = ResourceMap(
-    "Patient",
-    stu3={**_PATIENT_COMMON, "generalPractitioner": To("generalPractitioner", many(reference))},
-    dstu2={**_PATIENT_COMMON, "careProvider": To("generalPractitioner", many(reference))},
-)
+PATIENT = ResourceMap("Patient", **patient.tables(datatypes))
 
 # --- Coverage ----------------------------------------------------------------------------------
 
@@ -119,24 +109,10 @@ COVERAGE = ResourceMap(
 
 # --- Location, Practitioner, Organization ------------------------------------------------------
 
-_LOCATION_COMMON = {**location.elements(datatypes), "type": To("type", many(codeable_concept))}
-LOCATION = ResourceMap(
-    "Location",
-    stu3={**_LOCATION_COMMON, "operationalStatus": To("operationalStatus", coding), "alias": To("alias"),
-          "endpoint": To("endpoint", many(reference))},
-    dstu2=_LOCATION_COMMON,
-)
-
-_PRACTITIONER = {**practitioner.elements(datatypes), "name": To("name", many(human_name))}
-PRACTITIONER = ResourceMap("Practitioner", stu3=_PRACTITIONER, dstu2=_PRACTITIONER)
-
-_ORGANIZATION_COMMON = {**organization.elements(datatypes), "type": To("type", many(codeable_concept))}
-ORGANIZATION = ResourceMap(
-    "Organization",
-    stu3={**_ORGANIZATION_COMMON, "alias": To("alias"), "endpoint": To("endpoint", many(reference))},
-    dstu2=_ORGANIZATION_COMMON,
-)
+LOCATION = ResourceMap("Location", **location.tables(datatypes))
+PRACTITIONER = ResourceMap("Practitioner", **practitioner.tables(datatypes))
+ORGANIZATION = ResourceMap("Organization", **organization.tables(datatypes))
 
 # --- OperationOutcome --------------------------------------------------------------------------
 
-OPERATION_OUTCOME = ResourceMap("OperationOutcome", **outcome.elements(datatypes))
+OPERATION_OUTCOME = ResourceMap("OperationOutcome", **outcome.tables(datatypes))

@@ -1,10 +1,11 @@
 """Observation, Condition, Encounter, AllergyIntolerance and MedicationRequest: STU3/DSTU2 → R4.
 
-Each table is the mirror of the down bridge's module of the same resource; the status tables
-are the down bridge's read backwards (`inverted`), so both directions share one source. Where
-the older value set is coarser than R4's, the older code becomes the R4 code of the same
-spelling (DSTU2 `amended` → `amended`), never a guessed narrower one; codes R4 lacks are dropped
-and counted.
+What R4 and an older version share is the down bridge's own table (each resource module's
+`elements`, `stu3_elements`, `dstu2_elements`), read through this direction's datatypes, so both
+directions have one source; this module adds only what the way up does differently. Status
+tables are the down bridge's read backwards (`inverted`): where the older value set is coarser
+than R4's, the older code becomes the R4 code of the same spelling (DSTU2 `amended` →
+`amended`), never a guessed narrower one; codes R4 lacks are dropped and counted.
 """
 
 from __future__ import annotations

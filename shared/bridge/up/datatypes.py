@@ -7,7 +7,8 @@ changes on the way up: older code-system URIs become terminology.hl7.org ones
 `MedicationOrder` become `MedicationRequest`; DSTU2 Timing's `durationUnits`/`periodUnits`/one
 `when` take R4's names; flat dose[x]/rate[x] move into `doseAndRate`; the older versions' plain
 `comment` strings become Annotations. `Meta.profile` names STU3/DSTU2 profiles, a claim an R4
-resource cannot make: dropped and counted.
+resource cannot make: dropped and counted. The `Datatypes` direction members (`coded`, `single`,
+`renamed`, `reference_to`, `note_text`) read the down bridge's tables backwards.
 """
 
 from __future__ import annotations
