@@ -12,20 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.bridge.base import NOT_REPRESENTABLE, CodeMap, Ctx, To, codes, consumed, first, identity, many
-from shared.bridge.datatypes import (
-    annotation,
-    codeable_concept,
-    concept_code,
-    element,
-    identifier,
-    period,
-    quantity,
-    range_,
-    reference,
-    reference_to,
-    system_code,
-)
+from shared.bridge import datatypes
+from shared.bridge.base import NOT_REPRESENTABLE, CodeMap, Ctx, Datatypes, To, codes, consumed, first, identity, many
+from shared.bridge.datatypes import concept_code, onset_choice, system_code
 from shared.bridge.params import PATIENT, date, token
 from shared.bridge.resource import ResourceMap
 
@@ -45,56 +34,70 @@ DSTU2_STATUS = {
 }
 
 
-def _reaction(note: To) -> Any:
-    return many(element({
-        "substance": To("substance", codeable_concept),
-        "manifestation": To("manifestation", many(codeable_concept)),
+def _notes(dt: Datatypes, note: To) -> dict[str, To]:
+    """The allergy's notes and its reactions', held alike (DSTU2 keeps one of each)."""
+    reaction = dt.element({
+        "substance": To("substance", dt.codeable_concept),
+        "manifestation": To("manifestation", many(dt.codeable_concept)),
         "description": To("description"),
         "onset": To("onset"),
-        "severity": To("severity", codes(SEVERITY)),
-        "exposureRoute": To("exposureRoute", codeable_concept),
+        "severity": To("severity", dt.coded(SEVERITY)),
+        "exposureRoute": To("exposureRoute", dt.codeable_concept),
         "note": note,
-    }))
+    })
+    return {"note": note, "reaction": To("reaction", many(reaction))}
 
 
-_COMMON = {
-    "identifier": To("identifier", many(identifier)),
-    "type": To("type", codes(TYPE)),
-    "criticality": To("criticality", codes(CRITICALITY)),
-    "patient": To("patient", reference),
-}
+def elements(dt: Datatypes) -> dict[str, To]:
+    """AllergyIntolerance's elements that keep their name in every version (statuses and category aside:
+    each direction's own)."""
+    return {
+        "identifier": To("identifier", many(dt.identifier)),
+        "type": To("type", dt.coded(TYPE)),
+        "criticality": To("criticality", dt.coded(CRITICALITY)),
+        "patient": To("patient", dt.reference),
+        "recorder": To("recorder", dt.reference_to("Practitioner", "Patient")),
+    }
+
+
+def stu3_elements(dt: Datatypes) -> dict[str, To]:
+    """AllergyIntolerance's STU3 elements beyond `elements` (R4 `recordedDate` is STU3 `assertedDate`)."""
+    return {
+        "code": To("code", dt.codeable_concept),
+        **onset_choice(dt, "onset", "onsetAge"),
+        **dt.renamed("recordedDate", "assertedDate"),
+        "asserter": To("asserter", dt.reference_to("Patient", "RelatedPerson", "Practitioner")),
+        "lastOccurrence": To("lastOccurrence"),
+        **_notes(dt, To("note", many(dt.annotation))),
+    }
+
+
+def dstu2_elements(dt: Datatypes) -> dict[str, To]:
+    """AllergyIntolerance's DSTU2 elements beyond `elements` (`substance`, a dateTime onset, `reporter`)."""
+    return {
+        **dt.renamed("code", "substance", dt.codeable_concept),
+        **dt.renamed("onsetDateTime", "onset"),
+        "recordedDate": To("recordedDate"),
+        **dt.renamed("asserter", "reporter", dt.reference_to("Patient", "RelatedPerson", "Practitioner")),
+        **dt.renamed("lastOccurrence", "lastOccurence"),  # sic: DSTU2 spells it so
+        **_notes(dt, To("note", dt.single(dt.annotation))),
+    }
+
+
 _STU3 = {
-    **_COMMON,
+    **elements(datatypes),
+    **stu3_elements(datatypes),
     "clinicalStatus": To("clinicalStatus", concept_code("allergyintolerance-clinical", CLINICAL_STATUS)),
     "verificationStatus": To("verificationStatus",
                              concept_code("allergyintolerance-verification", VERIFICATION_STATUS)),
     "category": To("category", many(codes(CATEGORY))),
-    "code": To("code", codeable_concept),
-    "onsetDateTime": To("onsetDateTime"),
-    "onsetAge": To("onsetAge", quantity),
-    "onsetPeriod": To("onsetPeriod", period),
-    "onsetRange": To("onsetRange", range_),
-    "onsetString": To("onsetString"),
-    "recordedDate": To("assertedDate"),
-    "recorder": To("recorder", reference_to("Practitioner", "Patient")),
-    "asserter": To("asserter", reference_to("Patient", "RelatedPerson", "Practitioner")),
-    "lastOccurrence": To("lastOccurrence"),
-    "note": To("note", many(annotation)),
-    "reaction": To("reaction", _reaction(To("note", many(annotation)))),
 }
 _DSTU2 = {
-    **_COMMON,
+    **elements(datatypes),
+    **dstu2_elements(datatypes),
     "clinicalStatus": To("status", consumed),
     "verificationStatus": To("status", consumed),
     "category": To("category", first(codes(CATEGORY))),
-    "code": To("substance", codeable_concept),
-    "onsetDateTime": To("onset"),
-    "recordedDate": To("recordedDate"),
-    "recorder": To("recorder", reference_to("Practitioner", "Patient")),
-    "asserter": To("reporter", reference_to("Patient", "RelatedPerson", "Practitioner")),
-    "lastOccurrence": To("lastOccurence"),  # sic: DSTU2 spells it so
-    "note": To("note", first(annotation)),
-    "reaction": To("reaction", _reaction(To("note", first(annotation)))),
 }
 
 

@@ -12,21 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.bridge.base import CodeMap, Ctx, To, first, identity, many
-from shared.bridge.datatypes import (
-    annotation,
-    annotation_text,
-    codeable_concept,
-    concept_code,
-    element,
-    identifier,
-    period,
-    quantity,
-    range_,
-    reference,
-    reference_to,
-    to_date,
-)
+from shared.bridge import datatypes
+from shared.bridge.base import CodeMap, Convert, Ctx, Datatypes, To, identity, many
+from shared.bridge.datatypes import concept_code, onset_choice, to_date
 from shared.bridge.params import PATIENT, date, token
 from shared.bridge.params import reference as reference_param
 from shared.bridge.resource import ResourceMap
@@ -43,51 +31,55 @@ CLINICAL_STATUS = {
 VERIFICATION_STATUS = CodeMap(identity("provisional", "differential", "confirmed", "refuted", "entered-in-error"))
 
 
-def _onset_abatement(prefix: str, age_name: str) -> dict[str, To]:
+def _evidence(dt: Datatypes, code: Convert) -> To:
+    return To("evidence", many(dt.element({"code": To("code", code), "detail": To("detail", many(dt.reference))})))
+
+
+def elements(dt: Datatypes) -> dict[str, To]:
+    """Condition's elements that keep their name in every version (the statuses aside: each direction's own)."""
     return {
-        f"{prefix}DateTime": To(f"{prefix}DateTime"),
-        f"{prefix}Age": To(age_name, quantity),
-        f"{prefix}Period": To(f"{prefix}Period", period),
-        f"{prefix}Range": To(f"{prefix}Range", range_),
-        f"{prefix}String": To(f"{prefix}String"),
+        "identifier": To("identifier", many(dt.identifier)),
+        "severity": To("severity", dt.codeable_concept),
+        "code": To("code", dt.codeable_concept),
+        "bodySite": To("bodySite", many(dt.codeable_concept)),
+        "stage": To("stage", dt.single(dt.element({"summary": To("summary", dt.codeable_concept),
+                                                    "assessment": To("assessment", many(dt.reference))}))),
     }
 
 
-_STAGE = first(element({"summary": To("summary", codeable_concept), "assessment": To("assessment", many(reference))}))
+def stu3_elements(dt: Datatypes) -> dict[str, To]:
+    """Condition's STU3 elements beyond `elements` (R4 `encounter` is STU3 `context`)."""
+    return {
+        **onset_choice(dt, "onset", "onsetAge"),
+        **onset_choice(dt, "abatement", "abatementAge"),
+        "category": To("category", many(dt.codeable_concept)),
+        "subject": To("subject", dt.reference),
+        **dt.renamed("encounter", "context", dt.reference),
+        **dt.renamed("recordedDate", "assertedDate"),
+        "asserter": To("asserter", dt.reference_to("Practitioner", "Patient", "RelatedPerson")),
+        "evidence": _evidence(dt, many(dt.codeable_concept)),
+        "note": To("note", many(dt.annotation)),
+    }
+
+
+def dstu2_elements(dt: Datatypes) -> dict[str, To]:
+    """Condition's DSTU2 elements beyond `elements` (one category, `patient`, the notes as text)."""
+    return {
+        **onset_choice(dt, "onset", "onsetQuantity"),
+        **onset_choice(dt, "abatement", "abatementQuantity"),
+        "category": To("category", dt.single(dt.codeable_concept)),
+        **dt.renamed("subject", "patient", dt.reference),
+        "encounter": To("encounter", dt.reference),
+        "asserter": To("asserter", dt.reference_to("Practitioner", "Patient")),
+        "evidence": _evidence(dt, dt.single(dt.codeable_concept)),
+        **dt.renamed("note", "notes", dt.note_text),
+    }
+
+
 _COMMON = {
-    "identifier": To("identifier", many(identifier)),
+    **elements(datatypes),
     "clinicalStatus": To("clinicalStatus", concept_code("condition-clinical", CLINICAL_STATUS)),
     "verificationStatus": To("verificationStatus", concept_code("condition-ver-status", VERIFICATION_STATUS)),
-    "severity": To("severity", codeable_concept),
-    "code": To("code", codeable_concept),
-    "bodySite": To("bodySite", many(codeable_concept)),
-    "stage": To("stage", _STAGE),
-}
-_STU3 = {
-    **_COMMON,
-    **_onset_abatement("onset", "onsetAge"),
-    **_onset_abatement("abatement", "abatementAge"),
-    "category": To("category", many(codeable_concept)),
-    "subject": To("subject", reference),
-    "encounter": To("context", reference),
-    "recordedDate": To("assertedDate"),
-    "asserter": To("asserter", reference_to("Practitioner", "Patient", "RelatedPerson")),
-    "evidence": To("evidence", many(element({"code": To("code", many(codeable_concept)),
-                                             "detail": To("detail", many(reference))}))),
-    "note": To("note", many(annotation)),
-}
-_DSTU2 = {
-    **_COMMON,
-    **_onset_abatement("onset", "onsetQuantity"),  # DSTU2 knows Age only as a profile of Quantity
-    **_onset_abatement("abatement", "abatementQuantity"),
-    "category": To("category", first(codeable_concept)),
-    "subject": To("patient", reference),
-    "encounter": To("encounter", reference),
-    "recordedDate": To("dateRecorded", to_date),
-    "asserter": To("asserter", reference_to("Practitioner", "Patient")),
-    "evidence": To("evidence", many(element({"code": To("code", first(codeable_concept)),
-                                             "detail": To("detail", many(reference))}))),
-    "note": To("notes", annotation_text),
 }
 
 
@@ -101,8 +93,8 @@ _SEARCH = {**PATIENT, "code": token("code"), "category": token("category", syste
 
 MAP = ResourceMap(
     "Condition",
-    stu3=_STU3,
-    dstu2=_DSTU2,
+    stu3={**_COMMON, **stu3_elements(datatypes)},
+    dstu2={**_COMMON, **dstu2_elements(datatypes), "recordedDate": To("dateRecorded", to_date)},
     search={
         "stu3": {**_SEARCH, "clinical-status": token("clinical-status", CLINICAL_STATUS["stu3"]),
                  "asserted-date": date("recorded-date"), "onset-date": date("onset-date"),

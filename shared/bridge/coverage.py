@@ -11,20 +11,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.bridge import datatypes
 from shared.bridge.base import (
     EXTRA_ITEMS,
     NOT_REPRESENTABLE,
     UNKNOWN_CODE,
     CodeMap,
     Ctx,
+    Datatypes,
     To,
-    codes,
     consumed,
-    first,
     identity,
     many,
 )
-from shared.bridge.datatypes import codeable_concept, identifier, period, reference, reference_to, system_code
+from shared.bridge.datatypes import codeable_concept, system_code
 from shared.bridge.params import PATIENT, token
 from shared.bridge.params import reference as reference_param
 from shared.bridge.resource import ResourceMap
@@ -106,36 +106,52 @@ def _finish(source: dict[str, Any], out: dict[str, Any], ctx: Ctx, path: str) ->
             place(item, out, ctx, f"{path}.class")
 
 
-MAP = ResourceMap(
-    "Coverage",
-    stu3={
-        "identifier": To("identifier", many(identifier)),
-        "status": To("status", codes(STATUS)),
-        "type": To("type", codeable_concept),
-        "policyHolder": To("policyHolder", reference),
-        "subscriber": To("subscriber", reference),
+def elements(dt: Datatypes) -> dict[str, To]:
+    """Coverage's elements of one name and shape in every version."""
+    return {
+        "identifier": To("identifier", many(dt.identifier)),
+        "period": To("period", dt.period),
+        "contract": To("contract", many(dt.reference)),
+    }
+
+
+def stu3_elements(dt: Datatypes) -> dict[str, To]:
+    """Coverage's STU3 elements beyond `elements`: R4's, but `class` (STU3 `grouping`, placed by `finish`)."""
+    return {
+        "status": To("status", dt.coded(STATUS)),
+        "type": To("type", dt.codeable_concept),
+        "policyHolder": To("policyHolder", dt.reference),
+        "subscriber": To("subscriber", dt.reference),
         "subscriberId": To("subscriberId"),
-        "beneficiary": To("beneficiary", reference),
+        "beneficiary": To("beneficiary", dt.reference),
         "dependent": To("dependent"),
-        "relationship": To("relationship", codeable_concept),
-        "period": To("period", period),
-        "payor": To("payor", many(reference)),
-        "class": To("grouping", consumed),
+        "relationship": To("relationship", dt.codeable_concept),
+        "payor": To("payor", many(dt.reference)),
+        **dt.renamed("class", "grouping", consumed),
         "order": To("order"),
         "network": To("network"),
-        "contract": To("contract", many(reference)),
-    },
+    }
+
+
+def dstu2_elements(dt: Datatypes) -> dict[str, To]:
+    """Coverage's DSTU2 elements beyond `elements` that both directions read alike (one `issuer`)."""
+    return {
+        "subscriber": To("subscriber", dt.reference_to("Patient")),
+        **dt.renamed("payor", "issuer", dt.single(dt.reference_to("Organization"))),
+    }
+
+
+MAP = ResourceMap(
+    "Coverage",
+    stu3={**elements(datatypes), **stu3_elements(datatypes)},
     dstu2={
-        "identifier": To("identifier", many(identifier)),
+        **elements(datatypes),
+        **dstu2_elements(datatypes),
         "type": To("type", _first_coding),
-        "subscriber": To("subscriber", reference_to("Patient")),
         "subscriberId": To("subscriberId", _value_identifier),
         "dependent": To("dependent", _positive_int),
-        "period": To("period", period),
-        "payor": To("issuer", first(reference_to("Organization"))),
         "class": To("group", consumed),
         "network": To("network", _value_identifier),
-        "contract": To("contract", many(reference)),
     },
     search={
         "stu3": {"patient": PATIENT["patient"], "beneficiary": reference_param("beneficiary"),

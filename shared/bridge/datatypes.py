@@ -25,6 +25,7 @@ from shared.bridge.base import (
     CodeMap,
     Convert,
     Ctx,
+    Datatypes,
     Table,
     To,
     codes,
@@ -57,6 +58,16 @@ def element(stu3: Table, dstu2: Table | None = None) -> Any:
 def copied(*names: str) -> dict[str, To]:
     """Elements of the same name and shape in both versions."""
     return {name: To(name) for name in names}
+
+
+# `Datatypes`' direction members, R4 → older: a table is read as written, R4 name and code first.
+coded = codes
+single = first
+
+
+def renamed(r4: str, older: str, convert: Convert = same) -> dict[str, To]:
+    """An element the older version names differently, going down: its R4 name is the one read."""
+    return {r4: To(older, convert)}
 
 
 def coding(value: Any, ctx: Ctx, path: str) -> dict | None:
@@ -93,6 +104,28 @@ def concept_code(system: str, table: CodeMap | dict[str, CodeMap]) -> Any:
         return codes(table)(code, ctx, path)
 
     return convert
+
+
+def onset_choice(dt: Datatypes, prefix: str, age: str) -> dict[str, To]:
+    """An onset[x]/abatement[x] choice in either direction; `age` is its Age element's older name
+    (DSTU2 knows Age only as a profile of Quantity, so there it is `onsetQuantity`)."""
+    return {
+        **copied(f"{prefix}DateTime", f"{prefix}String"),
+        **dt.renamed(f"{prefix}Age", age, dt.quantity),
+        f"{prefix}Period": To(f"{prefix}Period", dt.period),
+        f"{prefix}Range": To(f"{prefix}Range", dt.range_),
+    }
+
+
+def person_elements(dt: Datatypes) -> dict[str, To]:
+    """The demographics Patient and Practitioner both hold, of one name and shape in every version."""
+    return {
+        "identifier": To("identifier", many(dt.identifier)),
+        **copied("active", "gender", "birthDate"),
+        "telecom": To("telecom", many(dt.contact_point)),
+        "address": To("address", many(dt.address)),
+        "photo": To("photo", many(dt.attachment)),
+    }
 
 
 def to_date(value: Any, ctx: Ctx, path: str) -> Any:
@@ -187,6 +220,17 @@ def address_elements(period: Convert) -> dict[str, To]:
     }
 
 
+def contact_point_elements(system: Convert, period: Convert) -> dict[str, To]:
+    """ContactPoint's elements in both directions; `system` is each direction's own (DSTU2 lacks `url`, `sms`)."""
+    return {
+        "system": To("system", system),
+        "value": To("value"),
+        "use": To("use", codes(CodeMap(identity("home", "work", "temp", "old", "mobile")))),
+        "rank": To("rank"),
+        "period": To("period", period),
+    }
+
+
 def meta_elements(coding: Convert) -> dict[str, To]:
     """Meta's elements in both directions; `profile` and `source` are left out, and counted."""
     return {**copied("versionId", "lastUpdated"), "security": To("security", many(coding)),
@@ -195,16 +239,10 @@ def meta_elements(coding: Convert) -> dict[str, To]:
 
 identifier = element(identifier_elements(codeable_concept, period, reference))
 human_name = element(human_name_elements(ByFacade(same, as_list), period))
-contact_point = element({
-    "system": To("system", codes({
-        "stu3": CodeMap(identity("phone", "fax", "email", "pager", "url", "sms", "other")),
-        "dstu2": CodeMap({**identity("phone", "fax", "email", "pager", "other"), "url": "other"}),
-    })),
-    "value": To("value"),
-    "use": To("use", codes(CodeMap(identity("home", "work", "temp", "old", "mobile")))),
-    "rank": To("rank"),
-    "period": To("period", period),
-})
+contact_point = element(contact_point_elements(codes({
+    "stu3": CodeMap(identity("phone", "fax", "email", "pager", "url", "sms", "other")),
+    "dstu2": CodeMap({**identity("phone", "fax", "email", "pager", "other"), "url": "other"}),
+}), period))
 address = element(address_elements(period))
 quantity = element(copied("value", "comparator", "unit", "system", "code"))
 range_ = element({"low": To("low", quantity), "high": To("high", quantity)})
@@ -224,22 +262,27 @@ def annotation_text(value: Any, ctx: Ctx, path: str) -> str | None:
     return "\n\n".join(n["text"] for n in notes if n.get("text")) or None
 
 
+note_text = annotation_text
+
+
 narrative = element(copied("status", "div"))
 meta = element(meta_elements(coding))
 
 _V3_TIMING = ("HS", "WAKE", "C", "CM", "CD", "CV", "AC", "ACM", "ACD", "ACV", "PC", "PCM", "PCD", "PCV")
 _WHEN = {"stu3": CodeMap(identity("MORN", "AFT", "EVE", "NIGHT", "PHS", *_V3_TIMING)),
          "dstu2": CodeMap(identity(*_V3_TIMING))}
-_REPEAT_COMMON = {
+# Timing.repeat's elements of one name in every version (DSTU2 spells the units and a bound its own way),
+# and those STU3 adds: both directions' tables.
+REPEAT_ELEMENTS = {
     "boundsRange": To("boundsRange", range_),
     "boundsPeriod": To("boundsPeriod", period),
     **copied("count", "duration", "durationMax", "frequency", "frequencyMax", "period", "periodMax"),
 }
+STU3_REPEAT_ELEMENTS = {**REPEAT_ELEMENTS, "boundsDuration": To("boundsDuration", quantity),
+                        **copied("countMax", "durationUnit", "periodUnit", "dayOfWeek", "timeOfDay", "offset")}
 timing_repeat = element(
-    {**_REPEAT_COMMON, "boundsDuration": To("boundsDuration", quantity),
-     **copied("countMax", "durationUnit", "periodUnit", "dayOfWeek", "timeOfDay", "offset"),
-     "when": To("when", many(codes(_WHEN)))},
-    {**_REPEAT_COMMON, "boundsDuration": To("boundsQuantity", quantity), "durationUnit": To("durationUnits"),
+    {**STU3_REPEAT_ELEMENTS, "when": To("when", many(codes(_WHEN)))},
+    {**REPEAT_ELEMENTS, "boundsDuration": To("boundsQuantity", quantity), "durationUnit": To("durationUnits"),
      "periodUnit": To("periodUnits"), "when": To("when", first(codes(_WHEN)))})
 timing = element({"event": To("event"), "repeat": To("repeat", timing_repeat), "code": To("code", codeable_concept)})
 
@@ -250,6 +293,7 @@ DOSE_AND_RATE = {
     "rateRatio": To("rateRatio", ratio),
     "rateRange": To("rateRange", range_),
 }
+STU3_DOSE_AND_RATE = {**DOSE_AND_RATE, "rateQuantity": To("rateQuantity", quantity)}
 
 
 def flatten_dose_and_rate(value: Any, ctx: Ctx, path: str) -> Any:
@@ -267,19 +311,30 @@ def flatten_dose_and_rate(value: Any, ctx: Ctx, path: str) -> Any:
     return {**rest, **flat}
 
 
-_DOSAGE = element({
-    **copied("sequence", "text", "asNeededBoolean"),
-    "additionalInstruction": To("additionalInstruction", many(codeable_concept)),
-    "patientInstruction": To("patientInstruction"),
-    "timing": To("timing", timing),
-    "asNeededCodeableConcept": To("asNeededCodeableConcept", codeable_concept),
-    **{name: To(name, codeable_concept) for name in ("site", "route", "method")},
-    **DOSE_AND_RATE,
-    "rateQuantity": To("rateQuantity", quantity),
-    "maxDosePerPeriod": To("maxDosePerPeriod", ratio),
-    "maxDosePerAdministration": To("maxDosePerAdministration", quantity),
-    "maxDosePerLifetime": To("maxDosePerLifetime", quantity),
-})
+def dosage_elements(concept: Convert, timing: Convert) -> dict[str, To]:
+    """What STU3 Dosage and DSTU2 dosageInstruction share with R4 by name, in either direction
+    (not the dose and rate, which R4 nests and the older versions hold flat)."""
+    return {
+        **copied("text", "asNeededBoolean"),
+        "timing": To("timing", timing),
+        **{name: To(name, concept) for name in ("asNeededCodeableConcept", "route", "method")},
+        "maxDosePerPeriod": To("maxDosePerPeriod", ratio),
+    }
+
+
+def stu3_dosage_elements(concept: Convert, timing: Convert) -> dict[str, To]:
+    """STU3 Dosage's elements in either direction, dose and rate aside (R4's Dosage has the same names)."""
+    return {
+        **dosage_elements(concept, timing),
+        **copied("sequence", "patientInstruction"),
+        "additionalInstruction": To("additionalInstruction", many(concept)),
+        "site": To("site", concept),
+        "maxDosePerAdministration": To("maxDosePerAdministration", quantity),
+        "maxDosePerLifetime": To("maxDosePerLifetime", quantity),
+    }
+
+
+_DOSAGE = element({**stu3_dosage_elements(codeable_concept, timing), **STU3_DOSE_AND_RATE})
 
 
 def dosage(value: Any, ctx: Ctx, path: str) -> dict | None:

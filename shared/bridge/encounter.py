@@ -11,17 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.bridge import datatypes
-from shared.bridge.base import CodeMap, Ctx, Datatypes, To, codes, first, identity, many
-from shared.bridge.datatypes import (
-    codeable_concept,
-    coding,
-    element,
-    identifier,
-    period,
-    quantity,
-    reference,
-    reference_to,
-)
+from shared.bridge.base import CodeMap, Convert, Ctx, Datatypes, To, identity, many
 from shared.bridge.params import PATIENT, date, token
 from shared.bridge.resource import ResourceMap
 from shared.bridge.terminology import THO
@@ -43,13 +33,6 @@ def _dstu2_class(value: Any, ctx: Ctx, path: str) -> str | None:
     return DSTU2_CLASS.to_facade(code, ctx, path)
 
 
-_PARTICIPANT = element({
-    "type": To("type", many(codeable_concept)),
-    "period": To("period", period),
-    "individual": To("individual", reference_to("Practitioner", "RelatedPerson")),
-})
-
-
 def hospitalization(dt: Datatypes) -> Any:
     """Encounter.hospitalization's elements every version shares (DSTU2's diagnoses have no R4 place)."""
     return dt.element({
@@ -63,46 +46,63 @@ def hospitalization(dt: Datatypes) -> Any:
     })
 
 
-_HOSPITALIZATION = hospitalization(datatypes)
-_LOCATION = element({
-    "location": To("location", reference),
-    "status": To("status", codes(LOCATION_STATUS)),
-    "period": To("period", period),
-})
-_COMMON = {
-    "identifier": To("identifier", many(identifier)),
-    "status": To("status", codes(STATUS)),
-    "statusHistory": To("statusHistory", many(element({"status": To("status", codes(STATUS)),
-                                                       "period": To("period", period)}))),
-    "type": To("type", many(codeable_concept)),
-    "priority": To("priority", codeable_concept),
-    "episodeOfCare": To("episodeOfCare", many(reference)),
-    "basedOn": To("incomingReferral", many(reference)),
-    "participant": To("participant", many(_PARTICIPANT)),
-    "appointment": To("appointment", first(reference)),
-    "period": To("period", period),
-    "length": To("length", quantity),
-    "reasonCode": To("reason", many(codeable_concept)),
-    "hospitalization": To("hospitalization", _HOSPITALIZATION),
-    "location": To("location", many(_LOCATION)),
-    "serviceProvider": To("serviceProvider", reference),
-    "partOf": To("partOf", reference),
-}
+def _with_period(dt: Datatypes, name: str, convert: Convert) -> To:
+    """statusHistory and classHistory: a status or class, and the period it held."""
+    return To(f"{name}History", many(dt.element({name: To(name, convert), "period": To("period", dt.period)})))
+
+
+def elements(dt: Datatypes) -> dict[str, To]:
+    """Encounter's elements in every version (`class` aside: DSTU2's is its own code)."""
+    participant = dt.element({
+        "type": To("type", many(dt.codeable_concept)),
+        "period": To("period", dt.period),
+        "individual": To("individual", dt.reference_to("Practitioner", "RelatedPerson")),
+    })
+    location = dt.element({
+        "location": To("location", dt.reference),
+        "status": To("status", dt.coded(LOCATION_STATUS)),
+        "period": To("period", dt.period),
+    })
+    return {
+        "identifier": To("identifier", many(dt.identifier)),
+        "status": To("status", dt.coded(STATUS)),
+        "statusHistory": _with_period(dt, "status", dt.coded(STATUS)),
+        "type": To("type", many(dt.codeable_concept)),
+        "priority": To("priority", dt.codeable_concept),
+        "episodeOfCare": To("episodeOfCare", many(dt.reference)),
+        **dt.renamed("basedOn", "incomingReferral", many(dt.reference)),
+        "participant": To("participant", many(participant)),
+        "appointment": To("appointment", dt.single(dt.reference)),
+        "period": To("period", dt.period),
+        "length": To("length", dt.quantity),
+        **dt.renamed("reasonCode", "reason", many(dt.codeable_concept)),
+        "hospitalization": To("hospitalization", hospitalization(dt)),
+        "location": To("location", many(location)),
+        "serviceProvider": To("serviceProvider", dt.reference),
+        "partOf": To("partOf", dt.reference),
+    }
+
+
+def stu3_elements(dt: Datatypes) -> dict[str, To]:
+    """Encounter's STU3 elements beyond `elements` (R4 `diagnosis.use` is STU3's `role`)."""
+    return {
+        "class": To("class", dt.coding),
+        "classHistory": _with_period(dt, "class", dt.coding),
+        "subject": To("subject", dt.reference),
+        "diagnosis": To("diagnosis", many(dt.element({"condition": To("condition", dt.reference),
+                                                      **dt.renamed("use", "role", dt.codeable_concept),
+                                                      "rank": To("rank")}))),
+        "account": To("account", many(dt.reference)),
+    }
+
+
+_COMMON = elements(datatypes)
 _SEARCH = {**PATIENT, "date": date("date"), "type": token("type")}
 
 MAP = ResourceMap(
     "Encounter",
-    stu3={
-        **_COMMON,
-        "class": To("class", coding),
-        "classHistory": To("classHistory", many(element({"class": To("class", coding),
-                                                         "period": To("period", period)}))),
-        "subject": To("subject", reference),
-        "diagnosis": To("diagnosis", many(element({"condition": To("condition", reference),
-                                                   "use": To("role", codeable_concept), "rank": To("rank")}))),
-        "account": To("account", many(reference)),
-    },
-    dstu2={**_COMMON, "class": To("class", _dstu2_class), "subject": To("patient", reference)},
+    stu3={**_COMMON, **stu3_elements(datatypes)},
+    dstu2={**_COMMON, "class": To("class", _dstu2_class), "subject": To("patient", datatypes.reference)},
     search={
         "stu3": {**_SEARCH, "status": token("status", STATUS["stu3"]), "class": token("class")},
         "dstu2": {**_SEARCH, "status": token("status", STATUS["dstu2"]), "class": token("class", DSTU2_CLASS)},

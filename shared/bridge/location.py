@@ -7,15 +7,14 @@ no operationalStatus, alias or endpoint; R4 opening hours have no older equivale
 from __future__ import annotations
 
 from shared.bridge import datatypes
-from shared.bridge.base import CodeMap, Datatypes, To, codes, first, identity, many
-from shared.bridge.datatypes import codeable_concept, coding, reference
+from shared.bridge.base import CodeMap, Datatypes, To, codes, identity, many
 from shared.bridge.params import string, token
-from shared.bridge.resource import ResourceMap
+from shared.bridge.resource import FacadeTables, ResourceMap
 
 
-def elements(dt: Datatypes) -> dict[str, To]:
-    """Location's elements that keep their name and cardinality in every version (not `type`)."""
-    return {
+def tables(dt: Datatypes) -> FacadeTables:
+    """Location's tables in one direction's datatypes (one `type`; DSTU2 has no operationalStatus, alias, endpoint)."""
+    common = {
         "identifier": To("identifier", many(dt.identifier)),
         "status": To("status", codes(CodeMap(identity("active", "suspended", "inactive")))),
         "name": To("name"),
@@ -28,16 +27,17 @@ def elements(dt: Datatypes) -> dict[str, To]:
                                                "altitude": To("altitude")})),
         "managingOrganization": To("managingOrganization", dt.reference),
         "partOf": To("partOf", dt.reference),
+        "type": To("type", dt.single(dt.codeable_concept)),
     }
+    return {"stu3": {**common, "operationalStatus": To("operationalStatus", dt.coding), "alias": To("alias"),
+                     "endpoint": To("endpoint", many(dt.reference))},
+            "dstu2": common}
 
 
-_COMMON = {**elements(datatypes), "type": To("type", first(codeable_concept))}
 _SEARCH = {"name": string("name"), "identifier": token("identifier")}
 
 MAP = ResourceMap(
     "Location",
-    stu3={**_COMMON, "operationalStatus": To("operationalStatus", coding), "alias": To("alias"),
-          "endpoint": To("endpoint", many(reference))},
-    dstu2=_COMMON,
+    **tables(datatypes),
     search={"stu3": _SEARCH, "dstu2": _SEARCH},
 )

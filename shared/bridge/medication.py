@@ -12,18 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from shared.bridge import datatypes
-from shared.bridge.base import EXTRA_ITEMS, CodeMap, Ctx, Datatypes, To, codes, first, identity, many
+from shared.bridge.base import EXTRA_ITEMS, CodeMap, Ctx, Datatypes, To, first, identity, many
 from shared.bridge.datatypes import (
     DOSE_AND_RATE,
-    annotation,
-    annotation_text,
     codeable_concept,
-    dosage,
+    dosage_elements,
     element,
     flatten_dose_and_rate,
-    identifier,
-    ratio,
-    reference,
     reference_to,
     timing,
 )
@@ -48,16 +43,10 @@ def _requester(value: Any, ctx: Ctx, path: str) -> dict | None:
 
 
 _DSTU2_DOSAGE = element({
-    "text": To("text"),
-    "additionalInstruction": To("additionalInstructions", first(codeable_concept)),
-    "timing": To("timing", timing),
-    "asNeededBoolean": To("asNeededBoolean"),
-    "asNeededCodeableConcept": To("asNeededCodeableConcept", codeable_concept),
-    "site": To("siteCodeableConcept", codeable_concept),
-    "route": To("route", codeable_concept),
-    "method": To("method", codeable_concept),
+    **dosage_elements(codeable_concept, timing),
     **DOSE_AND_RATE,
-    "maxDosePerPeriod": To("maxDosePerPeriod", ratio),
+    "additionalInstruction": To("additionalInstructions", first(codeable_concept)),
+    "site": To("siteCodeableConcept", codeable_concept),
 })
 
 
@@ -65,59 +54,70 @@ def _dstu2_dosage(value: Any, ctx: Ctx, path: str) -> dict | None:
     return _DSTU2_DOSAGE(flatten_dose_and_rate(value, ctx, path), ctx, path)
 
 
-def dispense(dt: Datatypes) -> dict[str, To]:
-    """dispenseRequest's elements every version shares (STU3 and R4 add `performer`)."""
-    return {
+def _dispense_request(dt: Datatypes, performer: bool) -> To:
+    """dispenseRequest: the elements every version shares, and `performer` where there is one (STU3, R4)."""
+    return To("dispenseRequest", dt.element({
         "validityPeriod": To("validityPeriod", dt.period),
         "numberOfRepeatsAllowed": To("numberOfRepeatsAllowed"),
         "quantity": To("quantity", dt.quantity),
         "expectedSupplyDuration": To("expectedSupplyDuration", dt.quantity),
+        **({"performer": To("performer", dt.reference)} if performer else {}),
+    }))
+
+
+def elements(dt: Datatypes) -> dict[str, To]:
+    """MedicationRequest's elements of one name in every version (DSTU2 MedicationOrder's too)."""
+    return {
+        "identifier": To("identifier", many(dt.identifier)),
+        "status": To("status", dt.coded(STATUS)),
+        "medicationCodeableConcept": To("medicationCodeableConcept", dt.codeable_concept),
+        "medicationReference": To("medicationReference", dt.reference),
+        "priorPrescription": To("priorPrescription", dt.reference),
     }
 
 
-_DISPENSE = dispense(datatypes)
-_COMMON = {
-    "identifier": To("identifier", many(identifier)),
-    "status": To("status", codes(STATUS)),
-    "medicationCodeableConcept": To("medicationCodeableConcept", codeable_concept),
-    "medicationReference": To("medicationReference", reference),
-    "priorPrescription": To("priorPrescription", reference),
-}
-_STU3 = {
-    **_COMMON,
-    "basedOn": To("basedOn", many(reference)),
-    "groupIdentifier": To("groupIdentifier", identifier),
-    "intent": To("intent", codes(INTENT)),
-    "category": To("category", first(codeable_concept)),
-    "priority": To("priority", codes(PRIORITY)),
-    "subject": To("subject", reference),
-    "encounter": To("context", reference),
-    "supportingInformation": To("supportingInformation", many(reference)),
-    "authoredOn": To("authoredOn"),
-    "requester": To("requester", _requester),
-    "recorder": To("recorder", reference_to("Practitioner")),
-    "reasonCode": To("reasonCode", many(codeable_concept)),
-    "reasonReference": To("reasonReference", many(reference)),
-    "note": To("note", many(annotation)),
-    "dosageInstruction": To("dosageInstruction", many(dosage)),
-    "dispenseRequest": To("dispenseRequest", element({**_DISPENSE, "performer": To("performer", reference)})),
-    "substitution": To("substitution", element({"allowedBoolean": To("allowed"),
-                                                "reason": To("reason", codeable_concept)})),
-    "detectedIssue": To("detectedIssue", many(reference)),
-    "eventHistory": To("eventHistory", many(reference)),
-}
-_DSTU2 = {
-    **_COMMON,
-    "authoredOn": To("dateWritten"),
-    "subject": To("patient", reference),
-    "requester": To("prescriber", reference_to("Practitioner")),
-    "encounter": To("encounter", reference),
-    "reasonCode": To("reasonCodeableConcept", first(codeable_concept)),
-    "reasonReference": To("reasonReference", first(reference)),
-    "note": To("note", annotation_text),
-    "dosageInstruction": To("dosageInstruction", many(_dstu2_dosage)),
-    "dispenseRequest": To("dispenseRequest", element(_DISPENSE)),
-}
+def stu3_elements(dt: Datatypes) -> dict[str, To]:
+    """MedicationRequest's STU3 elements beyond `elements` and `requester` (R4 `encounter` is `context`)."""
+    return {
+        "basedOn": To("basedOn", many(dt.reference)),
+        "groupIdentifier": To("groupIdentifier", dt.identifier),
+        "intent": To("intent", dt.coded(INTENT)),
+        "category": To("category", dt.single(dt.codeable_concept)),
+        "priority": To("priority", dt.coded(PRIORITY)),
+        "subject": To("subject", dt.reference),
+        **dt.renamed("encounter", "context", dt.reference),
+        "supportingInformation": To("supportingInformation", many(dt.reference)),
+        "authoredOn": To("authoredOn"),
+        "recorder": To("recorder", dt.reference_to("Practitioner")),
+        "reasonCode": To("reasonCode", many(dt.codeable_concept)),
+        "reasonReference": To("reasonReference", many(dt.reference)),
+        "note": To("note", many(dt.annotation)),
+        "dosageInstruction": To("dosageInstruction", many(dt.dosage)),
+        "dispenseRequest": _dispense_request(dt, performer=True),
+        "substitution": To("substitution", dt.element({**dt.renamed("allowedBoolean", "allowed"),
+                                                       "reason": To("reason", dt.codeable_concept)})),
+        "detectedIssue": To("detectedIssue", many(dt.reference)),
+        "eventHistory": To("eventHistory", many(dt.reference)),
+    }
+
+
+def dstu2_elements(dt: Datatypes) -> dict[str, To]:
+    """MedicationOrder's DSTU2 elements beyond `elements` and its dosage (`dateWritten`, `prescriber`, one reason)."""
+    return {
+        **dt.renamed("authoredOn", "dateWritten"),
+        **dt.renamed("subject", "patient", dt.reference),
+        **dt.renamed("requester", "prescriber", dt.reference_to("Practitioner")),
+        "encounter": To("encounter", dt.reference),
+        **dt.renamed("reasonCode", "reasonCodeableConcept", dt.single(dt.codeable_concept)),
+        "reasonReference": To("reasonReference", dt.single(dt.reference)),
+        "note": To("note", dt.note_text),
+        "dispenseRequest": _dispense_request(dt, performer=False),
+    }
+
+
+_STU3 = {**elements(datatypes), **stu3_elements(datatypes), "requester": To("requester", _requester)}
+_DSTU2 = {**elements(datatypes), **dstu2_elements(datatypes),
+          "dosageInstruction": To("dosageInstruction", many(_dstu2_dosage))}
 
 
 def _finish(source: dict[str, Any], out: dict[str, Any], ctx: Ctx, path: str) -> None:

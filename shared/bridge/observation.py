@@ -13,13 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from shared.bridge import datatypes
-from shared.bridge.base import CodeMap, Ctx, Datatypes, To, codes, first, identity, many
-from shared.bridge.datatypes import (
-    annotation_text,
-    codeable_concept,
-    element,
-    reference,
-)
+from shared.bridge.base import CodeMap, Ctx, Datatypes, To, first, identity, many
+from shared.bridge.datatypes import codeable_concept, element, reference
 from shared.bridge.params import PATIENT, date, token
 from shared.bridge.params import reference as reference_param
 from shared.bridge.resource import ResourceMap
@@ -69,10 +64,22 @@ def reference_range(dt: Datatypes) -> Any:
                       {**common, "type": To("meaning", dt.codeable_concept)})
 
 
+def component(dt: Datatypes) -> dict[str, To]:
+    """Observation.component's elements in every version (the value[x] choice and `interpretation` aside)."""
+    return {
+        "code": To("code", dt.codeable_concept),
+        **values(dt),
+        "dataAbsentReason": To("dataAbsentReason", dt.codeable_concept),
+        "referenceRange": To("referenceRange", many(reference_range(dt))),
+    }
+
+
 def elements(dt: Datatypes) -> dict[str, To]:
-    """Observation's elements that keep their name and shape in every version."""
+    """Observation's elements that keep their name in every version (`component` aside: its own in each
+    direction); `interpretation` is one CodeableConcept in the older versions."""
     return {
         "identifier": To("identifier", many(dt.identifier)),
+        "status": To("status", dt.coded(STATUS)),
         "code": To("code", dt.codeable_concept),
         "subject": To("subject", dt.reference),
         "effectiveDateTime": To("effectiveDateTime"),
@@ -85,26 +92,39 @@ def elements(dt: Datatypes) -> dict[str, To]:
         "method": To("method", dt.codeable_concept),
         "specimen": To("specimen", dt.reference),
         "device": To("device", dt.reference),
+        "interpretation": To("interpretation", dt.single(dt.codeable_concept)),
+        "referenceRange": To("referenceRange", many(reference_range(dt))),
     }
 
 
-_VALUES = {**values(datatypes), "valueInteger": To("valueQuantity", _integer_quantity)}
-_REFERENCE_RANGE = reference_range(datatypes)
-_COMPONENT_COMMON = {
-    "code": To("code", codeable_concept),
-    **_VALUES,
-    "dataAbsentReason": To("dataAbsentReason", codeable_concept),
-    "referenceRange": To("referenceRange", many(_REFERENCE_RANGE)),
-}
+def stu3_elements(dt: Datatypes) -> dict[str, To]:
+    """Observation's STU3 elements beyond `elements` (R4 `note` is STU3's plain `comment`)."""
+    return {
+        "basedOn": To("basedOn", many(dt.reference)),
+        "category": To("category", many(dt.codeable_concept)),
+        **dt.renamed("encounter", "context", dt.reference),
+        "valueBoolean": To("valueBoolean"),
+        **dt.renamed("note", "comment", dt.note_text),
+    }
+
+
+def dstu2_elements(dt: Datatypes) -> dict[str, To]:
+    """Observation's DSTU2 elements beyond `elements` (one category; R4 `note` is DSTU2's `comments`)."""
+    return {
+        "category": To("category", dt.single(dt.codeable_concept)),
+        "encounter": To("encounter", dt.reference),
+        **dt.renamed("note", "comments", dt.note_text),
+    }
+
+
+_INTEGER = {"valueInteger": To("valueQuantity", _integer_quantity)}
+_COMPONENT_COMMON = {**component(datatypes), **_INTEGER}
 _COMPONENT = element({**_COMPONENT_COMMON, "interpretation": To("interpretation", first(codeable_concept))},
                      _COMPONENT_COMMON)
 _COMMON = {
     **elements(datatypes),
-    "status": To("status", codes(STATUS)),
     "effectiveInstant": To("effectiveDateTime"),  # an instant is a dateTime
-    "valueInteger": To("valueQuantity", _integer_quantity),
-    "interpretation": To("interpretation", first(codeable_concept)),
-    "referenceRange": To("referenceRange", many(_REFERENCE_RANGE)),
+    **_INTEGER,
     "hasMember": To("related", _related("has-member")),
     "derivedFrom": To("related", _related("derived-from")),
     "component": To("component", many(_COMPONENT)),
@@ -118,11 +138,8 @@ _SEARCH = {
 
 MAP = ResourceMap(
     "Observation",
-    stu3={**_COMMON, "basedOn": To("basedOn", many(reference)), "category": To("category", many(codeable_concept)),
-          "encounter": To("context", reference), "valueBoolean": To("valueBoolean"),
-          "note": To("comment", annotation_text)},
-    dstu2={**_COMMON, "category": To("category", first(codeable_concept)), "encounter": To("encounter", reference),
-           "note": To("comments", annotation_text)},
+    stu3={**_COMMON, **stu3_elements(datatypes)},
+    dstu2={**_COMMON, **dstu2_elements(datatypes)},
     search={
         "stu3": {**_SEARCH, "status": token("status", STATUS["stu3"]),
                  "context": reference_param("encounter", "Encounter")},

@@ -7,15 +7,14 @@ passes it through with the datatype fixes (R4's `organization-type` system is re
 from __future__ import annotations
 
 from shared.bridge import datatypes
-from shared.bridge.base import Datatypes, To, first, many
-from shared.bridge.datatypes import codeable_concept, reference
+from shared.bridge.base import Datatypes, To, many
 from shared.bridge.params import string, token
-from shared.bridge.resource import ResourceMap
+from shared.bridge.resource import FacadeTables, ResourceMap
 
 
-def elements(dt: Datatypes) -> dict[str, To]:
-    """Organization's elements that keep their name and cardinality in every version (not `type`)."""
-    return {
+def tables(dt: Datatypes) -> FacadeTables:
+    """Organization's tables in one direction's datatypes (DSTU2: one `type`, no alias or endpoint)."""
+    common = {
         "identifier": To("identifier", many(dt.identifier)),
         "active": To("active"),
         "name": To("name"),
@@ -29,16 +28,16 @@ def elements(dt: Datatypes) -> dict[str, To]:
             "address": To("address", dt.address),
         }))),
     }
+    return {"stu3": {**common, "type": To("type", many(dt.codeable_concept)), "alias": To("alias"),
+                     "endpoint": To("endpoint", many(dt.reference))},
+            "dstu2": {**common, "type": To("type", dt.single(dt.codeable_concept))}}
 
 
-_COMMON = elements(datatypes)
 _SEARCH = {"name": string("name"), "identifier": token("identifier"),
            "type": token("type", system="organization-type")}
 
 MAP = ResourceMap(
     "Organization",
-    stu3={**_COMMON, "type": To("type", many(codeable_concept)), "alias": To("alias"),
-          "endpoint": To("endpoint", many(reference))},
-    dstu2={**_COMMON, "type": To("type", first(codeable_concept))},
+    **tables(datatypes),
     search={"stu3": _SEARCH, "dstu2": _SEARCH},
 )

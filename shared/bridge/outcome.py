@@ -6,11 +6,9 @@ R4 added two issue types, each a child of an older one in R4's own hierarchy
 
 from __future__ import annotations
 
-from typing import TypedDict
-
 from shared.bridge import datatypes
-from shared.bridge.base import CodeMap, Datatypes, Table, To, codes, identity, many
-from shared.bridge.resource import ResourceMap
+from shared.bridge.base import CodeMap, Datatypes, To, codes, identity, many
+from shared.bridge.resource import FacadeTables, ResourceMap
 
 ISSUE_TYPE = CodeMap({
     **identity("invalid", "structure", "required", "value", "invariant", "security", "login", "unknown", "expired",
@@ -22,18 +20,11 @@ ISSUE_TYPE = CodeMap({
 })
 
 
-class FacadeTables(TypedDict):
-    """A ResourceMap's two tables, by keyword: `ResourceMap(r4_type, **tables)`."""
-
-    stu3: Table
-    dstu2: Table
-
-
-def elements(dt: Datatypes, issue_type: CodeMap) -> FacadeTables:
+def tables(dt: Datatypes) -> FacadeTables:
     """OperationOutcome's tables per older version (DSTU2 has no `expression`)."""
     issue = {
         "severity": To("severity", codes(CodeMap(identity("fatal", "error", "warning", "information")))),
-        "code": To("code", codes(issue_type)),
+        "code": To("code", dt.coded(ISSUE_TYPE)),
         "details": To("details", dt.codeable_concept),
         "diagnostics": To("diagnostics"),
         "location": To("location"),
@@ -42,4 +33,4 @@ def elements(dt: Datatypes, issue_type: CodeMap) -> FacadeTables:
             "dstu2": {"issue": To("issue", many(dt.element(issue)))}}
 
 
-MAP = ResourceMap("OperationOutcome", **elements(datatypes, ISSUE_TYPE))
+MAP = ResourceMap("OperationOutcome", **tables(datatypes))

@@ -7,13 +7,11 @@ The app reads name.family/given/use/prefix, gender, birthDate, the MRN identifie
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from shared.bridge import datatypes
-from shared.bridge.base import CodeMap, Datatypes, To, codes, identity, many
-from shared.bridge.datatypes import reference, reference_to
+from shared.bridge.base import CodeMap, Datatypes, To, identity, many
+from shared.bridge.datatypes import copied, person_elements
 from shared.bridge.params import date, string, token
-from shared.bridge.resource import ResourceMap
+from shared.bridge.resource import FacadeTables, ResourceMap
 
 LINK_TYPE = {
     "stu3": CodeMap(identity("replaced-by", "replaces", "refer", "seealso")),
@@ -21,8 +19,7 @@ LINK_TYPE = {
 }
 
 
-
-def elements(dt: Datatypes, link_type: Mapping[str, CodeMap]) -> dict[str, To]:
+def _elements(dt: Datatypes) -> dict[str, To]:
     """Patient's elements that keep their name in every version, in one direction's datatypes."""
     contact = dt.element({
         "relationship": To("relationship", many(dt.codeable_concept)),
@@ -34,29 +31,26 @@ def elements(dt: Datatypes, link_type: Mapping[str, CodeMap]) -> dict[str, To]:
         "period": To("period", dt.period),
     })
     return {
-        "identifier": To("identifier", many(dt.identifier)),
-        "active": To("active"),
+        **person_elements(dt),
         "name": To("name", many(dt.human_name)),
-        "telecom": To("telecom", many(dt.contact_point)),
-        "gender": To("gender"),
-        "birthDate": To("birthDate"),
-        "deceasedBoolean": To("deceasedBoolean"),
-        "deceasedDateTime": To("deceasedDateTime"),
-        "address": To("address", many(dt.address)),
+        **copied("deceasedBoolean", "deceasedDateTime", "multipleBirthBoolean", "multipleBirthInteger"),
         "maritalStatus": To("maritalStatus", dt.codeable_concept),
-        "multipleBirthBoolean": To("multipleBirthBoolean"),
-        "multipleBirthInteger": To("multipleBirthInteger"),
-        "photo": To("photo", many(dt.attachment)),
         "contact": To("contact", many(contact)),
         "communication": To("communication", many(dt.element({
             "language": To("language", dt.codeable_concept), "preferred": To("preferred")}))),
         "managingOrganization": To("managingOrganization", dt.reference),
         "link": To("link", many(dt.element({"other": To("other", dt.reference),
-                                            "type": To("type", codes(link_type))}))),
+                                            "type": To("type", dt.coded(LINK_TYPE))}))),
     }
 
 
-_COMMON = elements(datatypes, LINK_TYPE)
+def tables(dt: Datatypes) -> FacadeTables:
+    """Patient's tables in one direction's datatypes (DSTU2 calls the general practitioners `careProvider`)."""
+    return {"stu3": {**_elements(dt), "generalPractitioner": To("generalPractitioner", many(dt.reference))},
+            "dstu2": {**_elements(dt), **dt.renamed("generalPractitioner", "careProvider",
+                                                    many(dt.reference_to("Organization", "Practitioner")))}}
+
+
 _SEARCH = {
     "id": token("_id"),  # the Patients app articles write `id`
     "family": string("family", "contains"),
@@ -69,7 +63,6 @@ _SEARCH = {
 
 MAP = ResourceMap(
     "Patient",
-    stu3={**_COMMON, "generalPractitioner": To("generalPractitioner", many(reference))},
-    dstu2={**_COMMON, "generalPractitioner": To("careProvider", many(reference_to("Organization", "Practitioner")))},
+    **tables(datatypes),
     search={"stu3": _SEARCH, "dstu2": _SEARCH},
 )

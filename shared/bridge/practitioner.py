@@ -7,22 +7,16 @@ datatype fixes every resource gets (names, identifiers, Coding systems).
 from __future__ import annotations
 
 from shared.bridge import datatypes
-from shared.bridge.base import Datatypes, To, first, many
-from shared.bridge.datatypes import human_name
+from shared.bridge.base import Datatypes, To, many
+from shared.bridge.datatypes import person_elements
 from shared.bridge.params import string, token
-from shared.bridge.resource import ResourceMap
+from shared.bridge.resource import FacadeTables, ResourceMap
 
 
-def elements(dt: Datatypes) -> dict[str, To]:
-    """Practitioner's elements that keep their name and cardinality in every version (not `name`)."""
-    return {
-        "identifier": To("identifier", many(dt.identifier)),
-        "active": To("active"),
-        "telecom": To("telecom", many(dt.contact_point)),
-        "address": To("address", many(dt.address)),
-        "gender": To("gender"),
-        "birthDate": To("birthDate"),
-        "photo": To("photo", many(dt.attachment)),
+def tables(dt: Datatypes) -> FacadeTables:
+    """Practitioner's tables in one direction's datatypes (DSTU2 holds one name)."""
+    common = {
+        **person_elements(dt),
         "qualification": To("qualification", many(dt.element({
             "identifier": To("identifier", many(dt.identifier)),
             "code": To("code", dt.codeable_concept),
@@ -31,15 +25,15 @@ def elements(dt: Datatypes) -> dict[str, To]:
         }))),
         "communication": To("communication", many(dt.codeable_concept)),
     }
+    return {"stu3": {**common, "name": To("name", many(dt.human_name))},
+            "dstu2": {**common, "name": To("name", dt.single(dt.human_name))}}
 
 
-_COMMON = elements(datatypes)
 _SEARCH = {"name": string("name"), "family": string("family"), "given": string("given"),
            "identifier": token("identifier")}
 
 MAP = ResourceMap(
     "Practitioner",
-    stu3={**_COMMON, "name": To("name", many(human_name))},
-    dstu2={**_COMMON, "name": To("name", first(human_name))},
+    **tables(datatypes),
     search={"stu3": _SEARCH, "dstu2": _SEARCH},
 )

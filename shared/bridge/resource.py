@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from shared.bridge.base import RENAMED_TYPES, Ctx, Table
 from shared.bridge.params import Param
@@ -12,6 +12,13 @@ from shared.bridge.params import Param
 # Called after the table with (R4 resource, facade resource being built, ctx, path), for elements
 # that combine several R4 elements or need the whole resource.
 Finish = Callable[[dict[str, Any], dict[str, Any], Ctx, str], None]
+
+
+class FacadeTables(TypedDict):
+    """A ResourceMap's two tables, by keyword: `ResourceMap(r4_type, **tables)`."""
+
+    stu3: Table
+    dstu2: Table
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Patient, Coverage, Location, Practitioner, Organization and OperationOutcome: STU3/DSTU2 → R4.
 
-The mirror of the down bridge's modules. Lists R4 widened (Location/Organization `type`, DSTU2
-Practitioner `name`) take the one older item; DSTU2 Coverage's group/plan/subPlan/bin/sequence
-slots and STU3's `grouping` become R4 `class` items typed by the coverage-class code system.
+The down bridge's own tables (each module's `tables`, or `elements` and the rest), read through
+this direction's datatypes: lists R4 widened (Location/Organization `type`, DSTU2 Practitioner
+`name`) take the one older item. DSTU2 Coverage's group/plan/subPlan/bin/sequence slots and
+STU3's `grouping` become R4 `class` items typed by the coverage-class code system.
 """
 
 from __future__ import annotations
@@ -10,29 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from shared.bridge import coverage, location, organization, outcome, patient, practitioner
-from shared.bridge.base import NOT_REPRESENTABLE, Ctx, To, codes, consumed, many
+from shared.bridge.base import NOT_REPRESENTABLE, Ctx, To, consumed
 from shared.bridge.resource import ResourceMap
 from shared.bridge.terminology import THO
 from shared.bridge.up import datatypes
-from shared.bridge.up.datatypes import (
-    absent,
-    codeable_concept,
-    coding,
-    human_name,
-    identifier,
-    inverted,
-    period,
-    reference,
-)
+from shared.bridge.up.datatypes import absent, coding
 
 # --- Patient -----------------------------------------------------------------------------------
 
-_PATIENT_COMMON = patient.elements(datatypes, {facade: inverted(t) for facade, t in patient.LINK_TYPE.items()})
-PATIENT = ResourceMap(
-    "Patient",
-    stu3={**_PATIENT_COMMON, "generalPractitioner": To("generalPractitioner", many(reference))},
-    dstu2={**_PATIENT_COMMON, "careProvider": To("generalPractitioner", many(reference))},
-)
+PATIENT = ResourceMap("Patient", **patient.tables(datatypes))
 
 # --- Coverage ----------------------------------------------------------------------------------
 
@@ -109,48 +96,23 @@ def _concept_of(value: Any, ctx: Ctx, path: str) -> dict | None:
     return {"coding": [converted]} if converted else None
 
 
-_COVERAGE_COMMON = {
-    "identifier": To("identifier", many(identifier)),
-    "subscriber": To("subscriber", reference),
-    "period": To("period", period),
-    "contract": To("contract", many(reference)),
-    "sequence": To("class", consumed),
-}
+_COVERAGE_COMMON = {**coverage.elements(datatypes), "sequence": To("class", consumed)}
 COVERAGE = ResourceMap(
     "Coverage",
-    stu3={**_COVERAGE_COMMON, "status": To("status", codes(inverted(coverage.STATUS))),
-          "type": To("type", codeable_concept), "policyHolder": To("policyHolder", reference),
-          "subscriberId": To("subscriberId"), "beneficiary": To("beneficiary", reference),
-          "dependent": To("dependent"), "relationship": To("relationship", codeable_concept),
-          "payor": To("payor", many(reference)), "grouping": To("class", consumed), "order": To("order"),
-          "network": To("network")},
-    dstu2={**_COVERAGE_COMMON, "issuer": To("payor", many(reference)), "bin": To("class", consumed),
+    stu3={**_COVERAGE_COMMON, **coverage.stu3_elements(datatypes)},
+    dstu2={**_COVERAGE_COMMON, **coverage.dstu2_elements(datatypes),
+           **{slot: To("class", consumed) for slot in ("bin", *_DSTU2_SLOTS)},
            "type": To("type", _concept_of), "subscriberId": To("subscriberId", _identifier_value),
-           "group": To("class", consumed), "plan": To("class", consumed), "subPlan": To("class", consumed),
            "dependent": To("dependent", _as_string), "network": To("network", _identifier_value)},
     finish=_coverage_finish,
 )
 
 # --- Location, Practitioner, Organization ------------------------------------------------------
 
-_LOCATION_COMMON = {**location.elements(datatypes), "type": To("type", many(codeable_concept))}
-LOCATION = ResourceMap(
-    "Location",
-    stu3={**_LOCATION_COMMON, "operationalStatus": To("operationalStatus", coding), "alias": To("alias"),
-          "endpoint": To("endpoint", many(reference))},
-    dstu2=_LOCATION_COMMON,
-)
-
-_PRACTITIONER = {**practitioner.elements(datatypes), "name": To("name", many(human_name))}
-PRACTITIONER = ResourceMap("Practitioner", stu3=_PRACTITIONER, dstu2=_PRACTITIONER)
-
-_ORGANIZATION_COMMON = {**organization.elements(datatypes), "type": To("type", many(codeable_concept))}
-ORGANIZATION = ResourceMap(
-    "Organization",
-    stu3={**_ORGANIZATION_COMMON, "alias": To("alias"), "endpoint": To("endpoint", many(reference))},
-    dstu2=_ORGANIZATION_COMMON,
-)
+LOCATION = ResourceMap("Location", **location.tables(datatypes))
+PRACTITIONER = ResourceMap("Practitioner", **practitioner.tables(datatypes))
+ORGANIZATION = ResourceMap("Organization", **organization.tables(datatypes))
 
 # --- OperationOutcome --------------------------------------------------------------------------
 
-OPERATION_OUTCOME = ResourceMap("OperationOutcome", **outcome.elements(datatypes, inverted(outcome.ISSUE_TYPE)))
+OPERATION_OUTCOME = ResourceMap("OperationOutcome", **outcome.tables(datatypes))

@@ -1,10 +1,11 @@
 """Observation, Condition, Encounter, AllergyIntolerance and MedicationRequest: STU3/DSTU2 → R4.
 
-Each table is the mirror of the down bridge's module of the same resource; the status tables
-are the down bridge's read backwards (`inverted`), so both directions share one source. Where
-the older value set is coarser than R4's, the older code becomes the R4 code of the same
-spelling (DSTU2 `amended` → `amended`), never a guessed narrower one; codes R4 lacks are dropped
-and counted.
+What R4 and an older version share is the down bridge's own table (each resource module's
+`elements`, `stu3_elements`, `dstu2_elements`), read through this direction's datatypes, so both
+directions have one source; this module adds only what the way up does differently. Status
+tables are the down bridge's read backwards (`inverted`): where the older value set is coarser
+than R4's, the older code becomes the R4 code of the same spelling (DSTU2 `amended` →
+`amended`), never a guessed narrower one; codes R4 lacks are dropped and counted.
 """
 
 from __future__ import annotations
@@ -13,47 +14,30 @@ from typing import Any
 
 from shared.bridge import allergy, condition, encounter, medication, observation
 from shared.bridge.base import NOT_REPRESENTABLE, UNKNOWN_CODE, CodeMap, Ctx, To, codes, consumed, identity, many
+from shared.bridge.datatypes import dosage_elements
 from shared.bridge.resource import ResourceMap
 from shared.bridge.terminology import THO
 from shared.bridge.up import datatypes
 from shared.bridge.up.datatypes import (
-    DOSAGE_COMMON,
+    NESTED_DOSE_AND_RATE,
     absent,
-    annotation,
     codeable_concept,
-    coding,
     concept,
-    dosage,
     element,
-    identifier,
     inverted,
     nest_dose_and_rate,
-    note_from_text,
-    period,
-    quantity,
-    range_,
     reference,
+    timing,
 )
 
 # --- Observation -------------------------------------------------------------------------------
 
-_OBSERVATION_STATUS = {facade: inverted(table) for facade, table in observation.STATUS.items()}
 # Older `related.type` → the R4 element that holds such a target; other types have no R4 home.
 _RELATED = {"has-member": "hasMember", "derived-from": "derivedFrom"}
-_REFERENCE_RANGE = many(observation.reference_range(datatypes))
-_COMPONENT = element({
-    "code": To("code", codeable_concept),
-    **observation.values(datatypes),
-    "dataAbsentReason": To("dataAbsentReason", codeable_concept),
-    "interpretation": To("interpretation", many(codeable_concept)),
-    "referenceRange": To("referenceRange", _REFERENCE_RANGE),
-})
+_COMPONENT = element({**observation.component(datatypes),
+                      "interpretation": To("interpretation", many(codeable_concept))})
 _OBSERVATION_COMMON = {
     **observation.elements(datatypes),
-    "status": To("status", codes(_OBSERVATION_STATUS)),
-    "category": To("category", many(codeable_concept)),
-    "interpretation": To("interpretation", many(codeable_concept)),
-    "referenceRange": To("referenceRange", _REFERENCE_RANGE),
     "related": To("hasMember", consumed),
     "component": To("component", many(_COMPONENT)),
 }
@@ -72,9 +56,8 @@ def _observation_related(source: dict[str, Any], out: dict[str, Any], ctx: Ctx, 
 
 OBSERVATION = ResourceMap(
     "Observation",
-    stu3={**_OBSERVATION_COMMON, "basedOn": To("basedOn", many(reference)), "context": To("encounter", reference),
-          "valueBoolean": To("valueBoolean"), "comment": To("note", note_from_text)},
-    dstu2={**_OBSERVATION_COMMON, "encounter": To("encounter", reference), "comments": To("note", note_from_text)},
+    stu3={**_OBSERVATION_COMMON, **observation.stu3_elements(datatypes)},
+    dstu2={**_OBSERVATION_COMMON, **observation.dstu2_elements(datatypes)},
     finish=_observation_related,
 )
 
@@ -86,47 +69,19 @@ _CONDITION_CLINICAL = {
     "dstu2": inverted(condition.CLINICAL_STATUS["dstu2"], relapse="recurrence"),
 }
 _CONDITION_VERIFICATION = inverted(condition.VERIFICATION_STATUS)  # older `unknown` has no R4 code
-
-
-def _onset_abatement(prefix: str, age_name: str) -> dict[str, To]:
-    return {
-        f"{prefix}DateTime": To(f"{prefix}DateTime"),
-        age_name: To(f"{prefix}Age", quantity),
-        f"{prefix}Period": To(f"{prefix}Period", period),
-        f"{prefix}Range": To(f"{prefix}Range", range_),
-        f"{prefix}String": To(f"{prefix}String"),
-    }
-
-
 _CONDITION_COMMON = {
-    "identifier": To("identifier", many(identifier)),
+    **condition.elements(datatypes),
     "clinicalStatus": To("clinicalStatus", concept(THO + "condition-clinical", _CONDITION_CLINICAL)),
     "verificationStatus": To("verificationStatus", concept(THO + "condition-ver-status", _CONDITION_VERIFICATION)),
-    "category": To("category", many(codeable_concept)),
-    "severity": To("severity", codeable_concept),
-    "code": To("code", codeable_concept),
-    "bodySite": To("bodySite", many(codeable_concept)),
-    "asserter": To("asserter", reference),
-    "stage": To("stage", many(element({"summary": To("summary", codeable_concept),
-                                       "assessment": To("assessment", many(reference))}))),
-    "evidence": To("evidence", many(element({"code": To("code", many(codeable_concept)),
-                                             "detail": To("detail", many(reference))}))),
 }
 CONDITION = ResourceMap(
     "Condition",
-    stu3={**_CONDITION_COMMON, **_onset_abatement("onset", "onsetAge"),
-          **_onset_abatement("abatement", "abatementAge"), "subject": To("subject", reference),
-          "context": To("encounter", reference), "assertedDate": To("recordedDate"),
-          "note": To("note", many(annotation))},
-    dstu2={**_CONDITION_COMMON, **_onset_abatement("onset", "onsetQuantity"),
-           **_onset_abatement("abatement", "abatementQuantity"), "patient": To("subject", reference),
-           "encounter": To("encounter", reference), "dateRecorded": To("recordedDate"),
-           "notes": To("note", note_from_text)},
+    stu3={**_CONDITION_COMMON, **condition.stu3_elements(datatypes)},
+    dstu2={**_CONDITION_COMMON, **condition.dstu2_elements(datatypes), "dateRecorded": To("recordedDate")},
 )
 
 # --- Encounter ---------------------------------------------------------------------------------
 
-_ENCOUNTER_STATUS = {facade: inverted(table) for facade, table in encounter.STATUS.items()}
 # Official R2→R3 map: DSTU2 `outpatient` is v3 AMB too; DSTU2 `other` has no v3 ActCode.
 _DSTU2_CLASS = inverted(encounter.DSTU2_CLASS, outpatient="AMB")
 
@@ -143,38 +98,10 @@ def _encounter_class(source: dict[str, Any], out: dict[str, Any], ctx: Ctx, path
         out["class"] = absent("unknown")
 
 
-_ENCOUNTER_COMMON = {
-    "identifier": To("identifier", many(identifier)),
-    "status": To("status", codes(_ENCOUNTER_STATUS)),
-    "statusHistory": To("statusHistory", many(element({"status": To("status", codes(_ENCOUNTER_STATUS)),
-                                                       "period": To("period", period)}))),
-    "type": To("type", many(codeable_concept)),
-    "priority": To("priority", codeable_concept),
-    "episodeOfCare": To("episodeOfCare", many(reference)),
-    "incomingReferral": To("basedOn", many(reference)),
-    "participant": To("participant", many(element({"type": To("type", many(codeable_concept)),
-                                                   "period": To("period", period),
-                                                   "individual": To("individual", reference)}))),
-    "appointment": To("appointment", many(reference)),
-    "period": To("period", period),
-    "length": To("length", quantity),
-    "reason": To("reasonCode", many(codeable_concept)),
-    "hospitalization": To("hospitalization", encounter.hospitalization(datatypes)),
-    "location": To("location", many(element({"location": To("location", reference),
-                                             "status": To("status", codes(inverted(encounter.LOCATION_STATUS))),
-                                             "period": To("period", period)}))),
-    "serviceProvider": To("serviceProvider", reference),
-    "partOf": To("partOf", reference),
-}
+_ENCOUNTER_COMMON = encounter.elements(datatypes)
 ENCOUNTER = ResourceMap(
     "Encounter",
-    stu3={**_ENCOUNTER_COMMON, "class": To("class", coding),
-          "classHistory": To("classHistory", many(element({"class": To("class", coding),
-                                                           "period": To("period", period)}))),
-          "subject": To("subject", reference),
-          "diagnosis": To("diagnosis", many(element({"condition": To("condition", reference),
-                                                     "role": To("use", codeable_concept), "rank": To("rank")}))),
-          "account": To("account", many(reference))},
+    stu3={**_ENCOUNTER_COMMON, **encounter.stu3_elements(datatypes)},
     dstu2={**_ENCOUNTER_COMMON, "class": To("class", _dstu2_class), "patient": To("subject", reference),
            "indication": To("reasonReference", many(reference))},
     finish=_encounter_class,
@@ -184,33 +111,10 @@ ENCOUNTER = ResourceMap(
 
 _ALLERGY_CLINICAL = concept(THO + "allergyintolerance-clinical", inverted(allergy.CLINICAL_STATUS))
 _ALLERGY_VERIFICATION = concept(THO + "allergyintolerance-verification", inverted(allergy.VERIFICATION_STATUS))
-_CRITICALITY = {facade: inverted(table) for facade, table in allergy.CRITICALITY.items()}
 # DSTU2 `other` is broader than R4 `biologic` (the down bridge's generalisation does not invert).
 _CATEGORY = {"stu3": inverted(allergy.CATEGORY["stu3"]),
              "dstu2": CodeMap(identity("food", "medication", "environment"))}
-
-
-_REACTION = many(element({
-    "substance": To("substance", codeable_concept),
-    "manifestation": To("manifestation", many(codeable_concept)),
-    "description": To("description"),
-    "onset": To("onset"),
-    "severity": To("severity", codes(inverted(allergy.SEVERITY))),
-    "exposureRoute": To("exposureRoute", codeable_concept),
-    "note": To("note", many(annotation)),
-}))
-
-
-_ALLERGY_COMMON = {
-    "identifier": To("identifier", many(identifier)),
-    "type": To("type", codes(inverted(allergy.TYPE))),
-    "category": To("category", many(codes(_CATEGORY))),
-    "criticality": To("criticality", codes(_CRITICALITY)),
-    "patient": To("patient", reference),
-    "recorder": To("recorder", reference),
-    "note": To("note", many(annotation)),
-    "reaction": To("reaction", _REACTION),
-}
+_ALLERGY_COMMON = {**allergy.elements(datatypes), "category": To("category", many(codes(_CATEGORY)))}
 
 
 def _allergy_status(source: dict[str, Any], out: dict[str, Any], ctx: Ctx, path: str) -> None:
@@ -230,24 +134,18 @@ def _allergy_status(source: dict[str, Any], out: dict[str, Any], ctx: Ctx, path:
 
 ALLERGY = ResourceMap(
     "AllergyIntolerance",
-    stu3={**_ALLERGY_COMMON, "clinicalStatus": To("clinicalStatus", _ALLERGY_CLINICAL),
-          "verificationStatus": To("verificationStatus", _ALLERGY_VERIFICATION), "code": To("code", codeable_concept),
-          "onsetDateTime": To("onsetDateTime"), "onsetAge": To("onsetAge", quantity),
-          "onsetPeriod": To("onsetPeriod", period), "onsetRange": To("onsetRange", range_),
-          "onsetString": To("onsetString"), "assertedDate": To("recordedDate"), "asserter": To("asserter", reference),
-          "lastOccurrence": To("lastOccurrence")},
-    dstu2={**_ALLERGY_COMMON, "status": To("clinicalStatus", consumed), "substance": To("code", codeable_concept),
-           "onset": To("onsetDateTime"), "recordedDate": To("recordedDate"), "reporter": To("asserter", reference),
-           "lastOccurence": To("lastOccurrence")},
+    stu3={**_ALLERGY_COMMON, **allergy.stu3_elements(datatypes),
+          "clinicalStatus": To("clinicalStatus", _ALLERGY_CLINICAL),
+          "verificationStatus": To("verificationStatus", _ALLERGY_VERIFICATION)},
+    dstu2={**_ALLERGY_COMMON, **allergy.dstu2_elements(datatypes), "status": To("clinicalStatus", consumed)},
     finish=_allergy_status,
 )
 
 # --- MedicationRequest (DSTU2 MedicationOrder) -------------------------------------------------
 
-_MEDICATION_STATUS = {facade: inverted(table) for facade, table in medication.STATUS.items()}
-_DISPENSE = medication.dispense(datatypes)
 _DSTU2_DOSAGE = element({
-    **DOSAGE_COMMON,
+    **dosage_elements(codeable_concept, timing),
+    **NESTED_DOSE_AND_RATE,
     "additionalInstructions": To("additionalInstruction", many(codeable_concept)),
     "siteCodeableConcept": To("site", codeable_concept),
 })
@@ -274,49 +172,11 @@ def _order_intent(source: dict[str, Any], out: dict[str, Any], ctx: Ctx, path: s
         out["intent"] = "order"
 
 
-_MEDICATION_COMMON = {
-    "identifier": To("identifier", many(identifier)),
-    "status": To("status", codes(_MEDICATION_STATUS)),
-    "medicationCodeableConcept": To("medicationCodeableConcept", codeable_concept),
-    "medicationReference": To("medicationReference", reference),
-    "priorPrescription": To("priorPrescription", reference),
-}
+_MEDICATION_COMMON = medication.elements(datatypes)
 MEDICATION = ResourceMap(
     "MedicationRequest",
-    stu3={
-        **_MEDICATION_COMMON,
-        "basedOn": To("basedOn", many(reference)),
-        "groupIdentifier": To("groupIdentifier", identifier),
-        "intent": To("intent", codes(inverted(medication.INTENT))),
-        "category": To("category", many(codeable_concept)),
-        "priority": To("priority", codes(inverted(medication.PRIORITY))),
-        "subject": To("subject", reference),
-        "context": To("encounter", reference),
-        "supportingInformation": To("supportingInformation", many(reference)),
-        "authoredOn": To("authoredOn"),
-        "requester": To("requester", _requester),
-        "recorder": To("recorder", reference),
-        "reasonCode": To("reasonCode", many(codeable_concept)),
-        "reasonReference": To("reasonReference", many(reference)),
-        "note": To("note", many(annotation)),
-        "dosageInstruction": To("dosageInstruction", many(dosage)),
-        "dispenseRequest": To("dispenseRequest", element({**_DISPENSE, "performer": To("performer", reference)})),
-        "substitution": To("substitution", element({"allowed": To("allowedBoolean"),
-                                                    "reason": To("reason", codeable_concept)})),
-        "detectedIssue": To("detectedIssue", many(reference)),
-        "eventHistory": To("eventHistory", many(reference)),
-    },
-    dstu2={
-        **_MEDICATION_COMMON,
-        "dateWritten": To("authoredOn"),
-        "patient": To("subject", reference),
-        "prescriber": To("requester", reference),
-        "encounter": To("encounter", reference),
-        "reasonCodeableConcept": To("reasonCode", many(codeable_concept)),
-        "reasonReference": To("reasonReference", many(reference)),
-        "note": To("note", note_from_text),
-        "dosageInstruction": To("dosageInstruction", many(_dstu2_dosage)),
-        "dispenseRequest": To("dispenseRequest", element(_DISPENSE)),
-    },
+    stu3={**_MEDICATION_COMMON, **medication.stu3_elements(datatypes), "requester": To("requester", _requester)},
+    dstu2={**_MEDICATION_COMMON, **medication.dstu2_elements(datatypes),
+           "dosageInstruction": To("dosageInstruction", many(_dstu2_dosage))},
     finish=_order_intent,
 )

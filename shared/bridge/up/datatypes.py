@@ -7,11 +7,13 @@ changes on the way up: older code-system URIs become terminology.hl7.org ones
 `MedicationOrder` become `MedicationRequest`; DSTU2 Timing's `durationUnits`/`periodUnits`/one
 `when` take R4's names; flat dose[x]/rate[x] move into `doseAndRate`; the older versions' plain
 `comment` strings become Annotations. `Meta.profile` names STU3/DSTU2 profiles, a claim an R4
-resource cannot make: dropped and counted.
+resource cannot make: dropped and counted. The `Datatypes` direction members (`coded`, `single`,
+`renamed`, `reference_to`, `note_text`) read the down bridge's tables backwards.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from shared.bridge.base import (
@@ -19,6 +21,7 @@ from shared.bridge.base import (
     RENAMED_TYPES,
     ByFacade,
     CodeMap,
+    Convert,
     Ctx,
     Table,
     To,
@@ -31,8 +34,12 @@ from shared.bridge.base import (
 )
 from shared.bridge.datatypes import (
     PRIMITIVE_VALUES,
+    REPEAT_ELEMENTS,
+    STU3_DOSE_AND_RATE,
+    STU3_REPEAT_ELEMENTS,
     address_elements,
     attachment,
+    contact_point_elements,
     copied,
     human_name_elements,
     identifier_elements,
@@ -45,6 +52,7 @@ from shared.bridge.datatypes import (
     reference_elements,
     renaming_references,
     sampled_data,
+    stu3_dosage_elements,
 )
 from shared.bridge.terminology import to_r4
 
@@ -55,21 +63,27 @@ __all__ = [
     "annotation",
     "attachment",
     "codeable_concept",
+    "coded",
     "coding",
     "contact_point",
     "copied",
+    "dosage",
     "element",
     "extensions",
     "human_name",
     "identifier",
     "meta",
     "narrative",
+    "note_text",
     "period",
     "quantity",
     "range_",
     "ratio",
     "reference",
+    "reference_to",
+    "renamed",
     "sampled_data",
+    "single",
 ]
 
 # Provider type name → R4 type name (DSTU2 MedicationOrder → MedicationRequest).
@@ -136,6 +150,20 @@ def inverted(table: CodeMap, **extra: str) -> CodeMap:
     return CodeMap({**back, **extra})
 
 
+# `Datatypes`' direction members, older → R4: each reads a down-bridge table backwards.
+def coded(table: CodeMap | Mapping[str, CodeMap]) -> Convert:
+    """A code element through a down-bridge table (one, or one per older version) read backwards."""
+    return codes(inverted(table) if isinstance(table, CodeMap) else {f: inverted(t) for f, t in table.items()})
+
+
+single = many  # the older version's one item is R4's list of one
+
+
+def renamed(r4: str, older: str, convert: Convert = same) -> dict[str, To]:
+    """An element the older version names differently, going up: its older name is the one read."""
+    return {older: To(r4, convert)}
+
+
 def _identifier(value: Any, ctx: Ctx, path: str) -> Any:
     return identifier(value, ctx, path)  # Reference and Identifier refer to each other
 
@@ -145,6 +173,11 @@ reference = element(*reference_elements(reference_url, _identifier))
 identifier = element(identifier_elements(codeable_concept, period, reference))
 
 
+def reference_to(*types: str) -> Convert:
+    """A Reference the older version restricts to `types`: every such target is one R4 allows too."""
+    return reference
+
+
 def joined(value: Any, ctx: Ctx, path: str) -> str | None:
     """DSTU2 family name parts in one R4 string, in order (R4 spells multi-part names so)."""
     parts = [p for p in (value if isinstance(value, list) else [value]) if isinstance(p, str) and p]
@@ -152,13 +185,8 @@ def joined(value: Any, ctx: Ctx, path: str) -> str | None:
 
 
 human_name = element(human_name_elements(ByFacade(same, joined), period))
-contact_point = element({
-    "system": To("system", codes(CodeMap(identity("phone", "fax", "email", "pager", "url", "sms", "other")))),
-    "value": To("value"),
-    "use": To("use", codes(CodeMap(identity("home", "work", "temp", "old", "mobile")))),
-    "rank": To("rank"),
-    "period": To("period", period),
-})
+contact_point = element(contact_point_elements(
+    codes(CodeMap(identity("phone", "fax", "email", "pager", "url", "sms", "other"))), period))
 address = element(address_elements(period))
 annotation = element({"authorReference": To("authorReference", reference), **copied("authorString", "time", "text")})
 
@@ -172,7 +200,7 @@ def absent(reason: str) -> dict[str, Any]:
     return {"extension": [{"url": DATA_ABSENT_REASON, "valueCode": reason}]}
 
 
-def note_from_text(value: Any, ctx: Ctx, path: str) -> list[dict] | None:
+def note_text(value: Any, ctx: Ctx, path: str) -> list[dict] | None:
     """An older plain comment string as R4's one Annotation."""
     return [{"text": value}] if isinstance(value, str) and value else None
 
@@ -181,53 +209,25 @@ meta = element(meta_elements(coding))
 
 _WHEN = identity("HS", "WAKE", "C", "CM", "CD", "CV", "AC", "ACM", "ACD", "ACV", "PC", "PCM", "PCD", "PCV",
                  "MORN", "AFT", "EVE", "NIGHT", "PHS")
-_REPEAT_COMMON = {
-    "boundsRange": To("boundsRange", range_),
-    "boundsPeriod": To("boundsPeriod", period),
-    **copied("count", "duration", "durationMax", "frequency", "frequencyMax", "period", "periodMax"),
-}
 timing_repeat = element(
-    {**_REPEAT_COMMON, "boundsDuration": To("boundsDuration", quantity),
-     **copied("countMax", "durationUnit", "periodUnit", "dayOfWeek", "timeOfDay", "offset"),
-     "when": To("when", many(codes(CodeMap(_WHEN))))},
-    {**_REPEAT_COMMON, "boundsQuantity": To("boundsDuration", quantity), "durationUnits": To("durationUnit"),
+    {**STU3_REPEAT_ELEMENTS, "when": To("when", many(codes(CodeMap(_WHEN))))},
+    {**REPEAT_ELEMENTS, "boundsQuantity": To("boundsDuration", quantity), "durationUnits": To("durationUnit"),
      "periodUnits": To("periodUnit"), "when": To("when", many(codes(CodeMap(_WHEN))))})
 timing = element({"event": To("event"), "repeat": To("repeat", timing_repeat), "code": To("code", codeable_concept)})
 
-DOSE_AND_RATE = ("doseQuantity", "doseRange", "rateRatio", "rateRange", "rateQuantity")
+# The older versions' flat dose[x]/rate[x] (STU3's, a superset of DSTU2's) in R4's `doseAndRate` items.
+NESTED_DOSE_AND_RATE = {"doseAndRate": To("doseAndRate", many(element(STU3_DOSE_AND_RATE)))}
 
 
 def nest_dose_and_rate(value: Any) -> Any:
     """The older flat dose[x]/rate[x] as R4's one `doseAndRate` item (the inverse of flattening)."""
-    if not isinstance(value, dict) or not any(k in value for k in DOSE_AND_RATE):
+    if not isinstance(value, dict) or not any(k in value for k in STU3_DOSE_AND_RATE):
         return value
-    nested = {k: v for k, v in value.items() if k in DOSE_AND_RATE}
-    return {**{k: v for k, v in value.items() if k not in DOSE_AND_RATE}, "doseAndRate": [nested]}
+    nested = {k: v for k, v in value.items() if k in STU3_DOSE_AND_RATE}
+    return {**{k: v for k, v in value.items() if k not in STU3_DOSE_AND_RATE}, "doseAndRate": [nested]}
 
 
-_DOSE_AND_RATE = many(element({
-    "doseQuantity": To("doseQuantity", quantity), "doseRange": To("doseRange", range_),
-    "rateRatio": To("rateRatio", ratio), "rateRange": To("rateRange", range_),
-    "rateQuantity": To("rateQuantity", quantity)}))
-DOSAGE_COMMON = {
-    "text": To("text"),
-    "timing": To("timing", timing),
-    "asNeededBoolean": To("asNeededBoolean"),
-    "asNeededCodeableConcept": To("asNeededCodeableConcept", codeable_concept),
-    "route": To("route", codeable_concept),
-    "method": To("method", codeable_concept),
-    "doseAndRate": To("doseAndRate", _DOSE_AND_RATE),
-    "maxDosePerPeriod": To("maxDosePerPeriod", ratio),
-}
-_DOSAGE = element({
-    **DOSAGE_COMMON,
-    "sequence": To("sequence"),
-    "additionalInstruction": To("additionalInstruction", many(codeable_concept)),
-    "patientInstruction": To("patientInstruction"),
-    "site": To("site", codeable_concept),
-    "maxDosePerAdministration": To("maxDosePerAdministration", quantity),
-    "maxDosePerLifetime": To("maxDosePerLifetime", quantity),
-})
+_DOSAGE = element({**stu3_dosage_elements(codeable_concept, timing), **NESTED_DOSE_AND_RATE})
 
 
 def dosage(value: Any, ctx: Ctx, path: str) -> dict | None:
