@@ -83,7 +83,8 @@ def token(req: Request) -> Response:
 def health(req: Request) -> Response:
     """Anonymous: which Azure part is reachable ("ok", "unavailable", or "throttled" while it asks
     us to wait), from each part's cached probe (shared/health.py: at most one probe per part per
-    HEALTH_CACHE_SECONDS per instance). A part the gateway is backing off from is not called."""
+    HEALTH_CACHE_SECONDS per instance). A part the gateway is backing off from is not called.
+    Guarded like every endpoint: should the services themselves fail, a 500 problem document."""
     probes = get_services().health_probes
     return _health_response({name: cached.status() for name, cached in probes.items()})
 

@@ -121,7 +121,7 @@ def parse_route(tenant_id: str, body: object, now: str, created: str | None = No
     try:
         upstream = validate_upstream_auth(body.get("upstream_auth", {"kind": "none"}), base, policy)
     except InvalidUpstreamAuth as exc:
-        raise _bad(exc.field, exc.message) from exc
+        raise _bad(exc.field, exc.detail) from exc
     enabled = body.get("enabled", True)
     passthrough = body.get("batch_passthrough", False)
     if not isinstance(enabled, bool):
