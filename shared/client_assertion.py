@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, Protocol
 import jwt
 from jwt.exceptions import InvalidKeyError, PyJWKError, PyJWTError
 
-from shared.errors import OAuthError, ProblemError
+from shared.errors import InvalidField, OAuthError
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # alg → the JWK (kty, crv) that can verify it; crv None for RSA.
@@ -194,5 +194,5 @@ def _check_key(key: object, where: str) -> None:
         raise _bad(f"{where}.n", f"RSA keys must have at least {MIN_RSA_BITS} bits")
 
 
-def _bad(field: str, detail: str) -> ProblemError:
-    return ProblemError(400, "Invalid JWK Set", detail, field)
+def _bad(field: str, detail: str) -> InvalidField:
+    return InvalidField(field, detail, subject="JWK Set")

@@ -23,7 +23,7 @@ import requests
 
 from shared.cache import Entry, TtlCache
 from shared.client_assertion import validate_jwks
-from shared.errors import ProblemError
+from shared.errors import InvalidField
 
 TTL_SECONDS = 300
 REFRESH_SECONDS = 30
@@ -60,7 +60,7 @@ class RemoteJwks:
             return validate_jwks(json.loads(bytes(body)))
         except requests.RequestException as exc:
             _LOG.warning("jwks_uri could not be fetched: %s", type(exc).__name__)
-        except (ValueError, ProblemError):
+        except (ValueError, InvalidField):
             _LOG.warning("jwks_uri did not serve a usable JWK Set")
         return None
 

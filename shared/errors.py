@@ -1,8 +1,10 @@
-"""Every error shape a client can see, built in one place.
+"""The gateway's errors: the shapes a client can see, and the domain errors behind them.
 
 FHIR routes answer with an OperationOutcome, the token endpoint with RFC 6749 §5.2
 error JSON, management routes with an RFC 9457 problem document. Handlers raise
-these exceptions; the HTTP layer turns them into responses with `.to_response()`.
+these shapes; registries and validators raise domain errors (`DomainError` and the
+stores' `NotFound`, `PreconditionFailed`, `AlreadyExists`, `StoreUnavailable`), which
+know nothing of HTTP. shared/edge.py turns both into responses, once.
 """
 
 from __future__ import annotations
@@ -112,3 +114,60 @@ class PreconditionFailed(Exception):
 
 class AlreadyExists(Exception):
     """Create-only write found an existing entity."""
+
+
+# --- domain errors: what a rule refused, said without HTTP ------------------------------------
+
+class DomainError(Exception):
+    """A rule of the gateway refused the operation.
+
+    Why these carry no status or title: one registry serves several endpoint families (the
+    management API, the portal, the token endpoint), which answer the same refusal in different
+    shapes, and the portal answers some refusals with its own page. So the rule says only what was
+    refused (`detail`: safe to show, never a secret) and, when one input is to blame, which one
+    (`field`); shared/edge.py alone decides the status and the body, per family.
+    """
+
+    field: str | None = None
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidField(DomainError):
+    """An input broke a rule. `field` names it as a path into the input (`jwks.keys[0].kid`);
+    `subject` names what was being checked ("tenant route", "JWK Set"): a refusal's heading."""
+
+    field: str
+
+    def __init__(self, field: str, detail: str, *, subject: str) -> None:
+        super().__init__(detail)
+        self.field, self.subject = field, subject
+
+
+class LastLiveSecret(DomainError):
+    """Deleting this secret would lock an active client out: it is the last one that still works."""
+
+    field = "secret_id"
+
+    def __init__(self) -> None:
+        super().__init__("refusing to delete the client's last live secret: add a new secret first, "
+                         "or disable the client")
+
+
+class InvitationUsed(DomainError):
+    """A used invitation cannot be revoked: the client it registered exists, and is what to disable."""
+
+    def __init__(self) -> None:
+        super().__init__("this invitation was already used to register a client; disable that client instead")
+
+
+class VerifierKeyUnavailable(DomainError):
+    """The pepper new secret verifiers need is missing or disabled in Key Vault
+    (shared/client_secrets.py): an operator has to act, so retrying does not help (unlike
+    StoreUnavailable)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Key Vault secret {name} is missing or disabled")
+        self.name = name

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.errors import NotFound, PreconditionFailed, ProblemError, StoreUnavailable
+from shared.errors import InvalidField, InvitationUsed, NotFound, PreconditionFailed, StoreUnavailable
 from shared.stores import EntityTable
 
 DEFAULT_HOURS = 72
@@ -95,15 +95,14 @@ class Claim:
 
 def _hours(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_HOURS:
-        raise ProblemError(400, "Invalid invitation", f"expires_in_hours must be a number in (0, {MAX_HOURS}]",
-                           "expires_in_hours")
+        raise InvalidField("expires_in_hours", f"expires_in_hours must be a number in (0, {MAX_HOURS}]",
+                           subject="invitation")
     return float(value)
 
 
 def _note(value: object) -> str:
     if not isinstance(value, str) or len(value) > MAX_NOTE:
-        raise ProblemError(400, "Invalid invitation", f"note must be a string of at most {MAX_NOTE} characters",
-                           "note")
+        raise InvalidField("note", f"note must be a string of at most {MAX_NOTE} characters", subject="invitation")
     return value.strip()
 
 
@@ -135,8 +134,7 @@ class InvitationRegistry:
         entity = self._table.get(invitation_id)
         invitation = Invitation.from_entity(entity.key, entity.data)
         if invitation.status == "used":
-            raise ProblemError(409, "Invitation already used",
-                               "this invitation was already used to register a client; disable that client instead")
+            raise InvitationUsed()
         if invitation.status != "revoked":
             self._table.replace(invitation_id, replace(invitation, status="revoked").to_entity(), etag=entity.etag)
 

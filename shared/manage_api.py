@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import handlers
+from shared.edge import problem_endpoint
 from shared.errors import NO_STORE
 from shared.guid import GUID_PATTERN
 from shared.http import Request, Response
@@ -54,7 +55,7 @@ class Operation:
         return tuple(re.findall(r"\{(\w+)\}", self.route))
 
 
-@handlers.manage_endpoint
+@problem_endpoint
 def openapi(req: Request) -> Response:
     """The document is built once per process: it depends only on the code."""
     return Response.json(200, openapi_document(), "application/json", NO_STORE)

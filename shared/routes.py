@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.errors import NotFound, PreconditionFailed, ProblemError
+from shared.errors import InvalidField, NotFound, PreconditionFailed
 from shared.guid import is_guid
 from shared.outbound import BadUrl, OutboundPolicy, current_policy, normalise_url
 from shared.stores import Entity, EntityTable
@@ -73,8 +73,8 @@ class TenantRoute:
                    d.get("created", ""), d.get("updated", ""))
 
 
-def _bad(field_name: str, detail: str) -> ProblemError:
-    return ProblemError(400, "Invalid tenant route", detail, field_name)
+def _bad(field_name: str, detail: str) -> InvalidField:
+    return InvalidField(field_name, detail, subject="tenant route")
 
 
 def validate_provider_url(url: object, policy: OutboundPolicy) -> str:
@@ -121,7 +121,7 @@ def parse_route(tenant_id: str, body: object, now: str, created: str | None = No
     try:
         upstream = validate_upstream_auth(body.get("upstream_auth", {"kind": "none"}), base, policy)
     except InvalidUpstreamAuth as exc:
-        raise _bad(exc.field, exc.message) from exc
+        raise _bad(exc.field, exc.detail) from exc
     enabled = body.get("enabled", True)
     passthrough = body.get("batch_passthrough", False)
     if not isinstance(enabled, bool):

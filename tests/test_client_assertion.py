@@ -30,7 +30,8 @@ from shared.client_assertion import (
     validate_jwks,
     verify_assertion,
 )
-from shared.errors import OAuthError, ProblemError
+from shared.edge import problem
+from shared.errors import InvalidField, OAuthError
 
 pytestmark = pytest.mark.unit  # starts no process: part of the fast tier (scripts/test -m unit)
 
@@ -208,9 +209,10 @@ def test_a_token_form_with_a_bad_or_doubled_authentication_is_refused(changes, b
 # --- registration -------------------------------------------------------------------------------
 
 def field_of(value) -> str:
-    with pytest.raises(ProblemError) as info:
+    with pytest.raises(InvalidField) as info:
         validate_jwks(value)
-    assert info.value.status == 400
+    answer = problem(info.value)
+    assert answer is not None and answer.status == 400
     return info.value.field
 
 

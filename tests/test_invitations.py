@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from devtools.stack import Stack
-from shared.errors import ProblemError
+from shared.edge import problem
+from shared.errors import InvitationUsed
 from shared.invitations import InvalidInvitation, InvitationRegistry, code_id
 from shared.stores import Entity
 from shared.stores.tables import AzureTable
@@ -104,6 +105,7 @@ def test_wrong_codes_and_revocation(table: AzureTable) -> None:
         registry.claim(code)
     used, used_code = registry.create()
     registry.claim(used_code)
-    with pytest.raises(ProblemError) as refused:
+    with pytest.raises(InvitationUsed) as refused:
         registry.revoke(used.invitation_id)
-    assert refused.value.status == 409
+    answer = problem(refused.value)
+    assert answer is not None and answer.status == 409

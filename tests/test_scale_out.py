@@ -26,7 +26,7 @@ import pytest
 import requests
 
 from devtools.stack import ROOT, Stack
-from shared.clients import legacy_verifier
+from shared.client_secrets import legacy_verifier
 from shared.stores.tables import AzureTable
 from tests.gateway_calls import add_secret, create_client, onboard, remember, route_body
 from tests.portal_client import PortalUser, next_address

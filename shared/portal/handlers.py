@@ -9,8 +9,6 @@ Failures say nothing about whether a client or invitation exists.
 
 from __future__ import annotations
 
-import functools
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +20,8 @@ from urllib.parse import urlsplit
 
 from shared.clientaddr import AddressSource, client_address
 from shared.clients import Client, InvalidClient
-from shared.errors import NotFound, ProblemError, StoreUnavailable
+from shared.edge import portal_endpoint
+from shared.errors import InvalidField, LastLiveSecret, NotFound
 from shared.http import Request, Response
 from shared.invitations import InvalidInvitation, code_id
 from shared.jsonbody import InvalidJson, loads_strict
@@ -31,7 +30,11 @@ from shared.portal.sessions import FORM_TOKEN_SECONDS, SESSION_SECONDS, Session
 from shared.portal.web import (
     SECURITY_HEADERS,
     BadForm,
+    PortalError,
+    SignInRequired,
     page,
+    portal_links,
+    portal_urls,
     read_cookie,
     read_form,
     redirect,
@@ -40,11 +43,7 @@ from shared.portal.web import (
 )
 from shared.ratelimit import RateLimiter
 from shared.services import Services, get_services
-from shared.settings import get_settings
-from shared.urls import Urls, urls_for
-
-log = logging.getLogger("gateway.portal")
-Handler = Callable[..., Response]
+from shared.urls import Urls
 
 SESSION_COOKIE = "portal_session"
 FORM_COOKIE = "portal_form"
@@ -55,18 +54,6 @@ FORM_EXPIRED = "This form has expired or did not come from this site. Go back, r
 _STATIC_DIR = Path(__file__).resolve().parent / "static"
 _STATIC_TYPES = {"portal.css": "text/css; charset=utf-8", "portal.js": "text/javascript; charset=utf-8"}
 _SECRET_ID = re.compile(r"^[0-9a-f]{16}$")
-
-
-class PortalError(Exception):
-    """A page-shaped failure: status, heading, message, extra headers (e.g. Retry-After)."""
-
-    def __init__(self, status: int, heading: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.heading, self.message, self.headers = status, heading, message, headers or {}
-
-
-class SignInRequired(Exception):
-    """No valid session: the browser is sent to the sign-in page."""
 
 
 @dataclass(frozen=True)
@@ -92,42 +79,9 @@ class Context:
         return session, self.cookie(SESSION_COOKIE, token, SESSION_SECONDS)
 
 
-def _urls(req: Request) -> Urls:
-    return urls_for(get_settings().public_base_url, req.origin)
-
-
-def _links(urls: Urls) -> pages.Links:
-    return pages.Links(f"{urlsplit(urls.api).path}/portal")
-
-
 def _context(req: Request) -> Context:
-    urls = _urls(req)
-    return Context(get_services(), urls, _links(urls))
-
-
-def portal_endpoint(fn: Handler) -> Handler:
-    """Every failure becomes a portal page with the security headers; never a stack trace."""
-    @functools.wraps(fn)
-    def run(req: Request, *args: Any) -> Response:
-        try:
-            return fn(req, *args)
-        except SignInRequired:
-            return redirect(_links(_urls(req)).signin)
-        except PortalError as exc:
-            return _error_page(req, exc)
-        except StoreUnavailable:
-            return _error_page(req, PortalError(503, "Temporarily unavailable",
-                                                "The portal cannot reach its storage. Try again in a minute.",
-                                                {"Retry-After": "30"}))
-        except Exception:
-            log.exception("unhandled error in portal %s", fn.__name__)
-            return _error_page(req, PortalError(500, "Something went wrong", "The portal hit an internal error."))
-    return run
-
-
-def _error_page(req: Request, exc: PortalError) -> Response:
-    """Built from settings alone: it must work when the services themselves could not be built."""
-    return page(exc.status, pages.message(_links(_urls(req)), exc.heading, exc.message), exc.headers)
+    urls = portal_urls(req)
+    return Context(get_services(), urls, portal_links(urls))
 
 
 # --- guards ---------------------------------------------------------------------------------------
@@ -179,27 +133,31 @@ def _session_form(req: Request, ctx: Context) -> tuple[Session, Client, dict[str
     return session, client, form
 
 
-def _anonymous_form(req: Request, ctx: Context) -> tuple[dict[str, str], str]:
-    """A pre-session POST: origin, then the signed double-submit token (cookie == hidden field)."""
+def _attempt(req: Request, ctx: Context, by_address: RateLimiter, by_target: RateLimiter,
+             target: Callable[[dict[str, str]], str]) -> tuple[dict[str, str], str]:
+    """A pre-session POST that tries a secret or an invitation code: origin, then the signed
+    double-submit token (cookie == hidden field), then 429 with Retry-After when either the caller's
+    address (as the token endpoint sees it: shared.clientaddr) or what it tries, `target(form)`,
+    has had too many attempts. Returns the form and the form token."""
     form = _posted_form(req, ctx)
     cookie = read_cookie(req.headers, FORM_COOKIE)
     if not ctx.services.sessions.check_form_token(cookie, form.get("form_token", "")):
         raise PortalError(403, "Request refused", FORM_EXPIRED)
-    return form, cookie
-
-
-def _source(req: Request, ctx: Context) -> str:
-    """The caller's address as the token endpoint sees it (shared.clientaddr: one trusted source)."""
-    return client_address(req.headers, AddressSource.from_settings(ctx.services.settings))
-
-
-def _throttle(by_address: RateLimiter, address: str, by_target: RateLimiter, target: str) -> None:
-    """429 with Retry-After when either the source address or the target has had too many attempts."""
-    retry_after = by_address.hit(address) or by_target.hit(target)
+    address = client_address(req.headers, AddressSource.from_settings(ctx.services.settings))
+    retry_after = by_address.hit(address) or by_target.hit(target(form))
     if retry_after:
         raise PortalError(429, "Too many attempts",
                           f"Too many attempts. Wait {retry_after} seconds, then try again.",
                           {"Retry-After": str(retry_after)})
+    return form, cookie
+
+
+def _client_id(form: dict[str, str]) -> str:
+    return form.get("client_id", "").strip().lower()[:100]
+
+
+def _invitation_code(form: dict[str, str]) -> str:
+    return form.get("invitation_code", "").strip()
 
 
 def _form_token(req: Request, ctx: Context) -> tuple[str, dict[str, str]]:
@@ -235,20 +193,24 @@ def home(req: Request) -> Response:
     return page(200, pages.overview(ctx.links, client, tenants, ctx.urls, services.sessions.csrf_token(session)))
 
 
-@portal_endpoint
-def signin_form(req: Request) -> Response:
+def _anonymous_form_page(req: Request, render: Callable[[pages.Links, str], str]) -> Response:
+    """A pre-session form page, carrying the double-submit token its POST must send back."""
     ctx = _context(req)
     token, cookie = _form_token(req, ctx)
-    return page(200, pages.signin(ctx.links, token), cookie)
+    return page(200, render(ctx.links, token), cookie)
+
+
+@portal_endpoint
+def signin_form(req: Request) -> Response:
+    return _anonymous_form_page(req, pages.signin)
 
 
 @portal_endpoint
 def signin(req: Request) -> Response:
     ctx = _context(req)
-    form, token = _anonymous_form(req, ctx)
-    client_id = form.get("client_id", "").strip().lower()[:100]
     limits = ctx.services.portal_limits
-    _throttle(limits.signin_address, _source(req, ctx), limits.signin_client, client_id)
+    form, token = _attempt(req, ctx, limits.signin_address, limits.signin_client, _client_id)
+    client_id = _client_id(form)
     try:
         client: Client | None = ctx.services.clients.authenticate(client_id, form.get("client_secret", "").strip())
     except InvalidClient:
@@ -262,20 +224,17 @@ def signin(req: Request) -> Response:
 
 @portal_endpoint
 def register_form(req: Request) -> Response:
-    ctx = _context(req)
-    token, cookie = _form_token(req, ctx)
-    return page(200, pages.register(ctx.links, token), cookie)
+    return _anonymous_form_page(req, pages.register)
 
 
 @portal_endpoint
 def register(req: Request) -> Response:
     """Claim the invitation (atomically), then create the client and show its first secret once."""
     ctx = _context(req)
-    form, token = _anonymous_form(req, ctx)
-    code, name = form.get("invitation_code", "").strip(), form.get("name", "").strip()
     limits, services = ctx.services.portal_limits, ctx.services
-    _throttle(limits.register_address, _source(req, ctx), limits.register_invitation,
-              code_id(code) or "malformed")
+    form, token = _attempt(req, ctx, limits.register_address, limits.register_invitation,
+                           lambda form: code_id(_invitation_code(form)) or "malformed")
+    code, name = _invitation_code(form), form.get("name", "").strip()
     expiry = _expiry(form)
     if not name or len(name) > 200:
         return page(400, pages.register(ctx.links, token, name[:200], form.get("expires_in_days", ""),
@@ -334,9 +293,7 @@ def delete_secret(req: Request, secret_id: str) -> Response:
         ctx.services.clients.delete_secret(client.client_id, secret_id)
     except NotFound:
         return _secrets_page(ctx, session, client, 404, error="That secret does not exist (any more).")
-    except ProblemError as exc:
-        if exc.status != 409:
-            raise
+    except LastLiveSecret:
         return _secrets_page(ctx, session, client, 409,
                              error="This is your client's last live secret, so it cannot be deleted. "
                                    "Add a new secret first, move your app to it, then delete this one.")
@@ -360,12 +317,9 @@ def set_jwks(req: Request) -> Response:
     except InvalidJson as exc:
         return _secrets_page(ctx, session, client, 400, jwks_text=text,
                              error=f"The JWK Set was not accepted: it is not valid JSON ({exc}).")
-    except ProblemError as exc:
-        if exc.status != 400:
-            raise
-        where = f"{exc.field}: " if exc.field else ""
+    except InvalidField as exc:
         return _secrets_page(ctx, session, client, 400, jwks_text=text,
-                             error=f"The JWK Set was not accepted: {where}{exc.detail}.")
+                             error=f"The JWK Set was not accepted: {exc.field}: {exc.detail}.")
     kids = ", ".join(k["kid"] for k in jwks["keys"])
     ttl = ctx.services.settings.secret_cache_ttl_seconds
     return _secrets_page(ctx, session, client, status_note=f"Registered the public keys {kids}. Token requests "

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from string import Template
 
-from shared.clients import Client, SecretInfo
+from shared.client_secrets import SecretInfo
+from shared.clients import Client
 from shared.portal.html import Safe, fragment, join, render
 from shared.routes import TenantRoute
 from shared.urls import FACADE_VERSIONS, Urls

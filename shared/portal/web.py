@@ -1,10 +1,15 @@
-"""HTTP hardening shared by every portal page: headers, cookies, forms, request origin."""
+"""The portal's HTTP layer shared by every page: hardening (headers, cookies, forms, request
+origin), where the portal lives, and its failures as pages."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from shared.http import FormError, Request, Response, parse_form
+from shared.portal import pages
+from shared.settings import get_settings
+from shared.urls import Urls, urls_for
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; "
@@ -20,6 +25,18 @@ MAX_FORM_BYTES = 16 * 1024
 
 class BadForm(Exception):
     """The body is not a small url-encoded form."""
+
+
+class PortalError(Exception):
+    """A page-shaped failure: status, heading, message, extra headers (e.g. Retry-After)."""
+
+    def __init__(self, status: int, heading: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.heading, self.message, self.headers = status, heading, message, headers or {}
+
+
+class SignInRequired(Exception):
+    """No valid session: the browser is sent to the sign-in page."""
 
 
 def page(status: int, html: str, headers: Mapping[str, str] | None = None) -> Response:
@@ -69,3 +86,16 @@ def same_origin(headers: Mapping[str, str], expected_origin: str) -> bool:
         return False
     origin = headers.get("origin")
     return origin is None or origin == "null" or origin == expected_origin
+
+
+def portal_urls(req: Request) -> Urls:
+    return urls_for(get_settings().public_base_url, req.origin)
+
+
+def portal_links(urls: Urls) -> pages.Links:
+    return pages.Links(f"{urlsplit(urls.api).path}/portal")
+
+
+def error_page(req: Request, exc: PortalError) -> Response:
+    """Built from settings alone: it must work when the services themselves could not be built."""
+    return page(exc.status, pages.message(portal_links(portal_urls(req)), exc.heading, exc.message), exc.headers)

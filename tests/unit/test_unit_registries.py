@@ -15,8 +15,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.clients import MIGRATED, PEPPER_PREFIX, ClientRegistry, InvalidClient, legacy_verifier
-from shared.errors import AlreadyExists, NotFound, PreconditionFailed, ProblemError, StoreUnavailable
+from shared.client_secrets import PEPPER_PREFIX, legacy_verifier
+from shared.clients import MIGRATED, ClientRegistry, InvalidClient
+from shared.edge import problem
+from shared.errors import (
+    AlreadyExists,
+    InvalidField,
+    LastLiveSecret,
+    NotFound,
+    PreconditionFailed,
+    ProblemError,
+    StoreUnavailable,
+)
 from shared.routes import TenantRegistry, TenantRoute
 from shared.stores import Entity
 from shared.stores.snapshot import LOG_MARGIN, TableSnapshot
@@ -128,9 +138,10 @@ def test_a_deleted_secret_stops_authenticating_and_its_sibling_keeps_working(cli
 
 def test_the_last_live_secret_of_an_active_client_cannot_be_deleted(clients: ClientRegistry) -> None:
     client, secret, _ = clients.create("app")
-    with pytest.raises(ProblemError) as refused:
+    with pytest.raises(LastLiveSecret) as refused:
         clients.delete_secret(client.client_id, secret[:16])
-    assert (refused.value.status, refused.value.field) == (409, "secret_id")
+    answer = problem(refused.value)
+    assert answer is not None and (answer.status, answer.field) == (409, "secret_id")
     assert clients.authenticate(client.client_id, secret)
 
 
@@ -153,9 +164,10 @@ def test_deleting_an_unknown_secret_or_for_an_unknown_client_is_NotFound(clients
 
 def test_an_expiry_in_the_past_is_refused_naming_expires_on(clients: ClientRegistry) -> None:
     client, _, _ = clients.create("app")
-    with pytest.raises(ProblemError) as refused:
+    with pytest.raises(InvalidField) as refused:
         clients.add_secret(client.client_id, datetime.now(UTC) - timedelta(seconds=1))
-    assert (refused.value.status, refused.value.field) == (400, "expires_on")
+    answer = problem(refused.value)
+    assert answer is not None and (answer.status, answer.field) == (400, "expires_on")
 
 
 def test_an_expired_secret_stops_authenticating_when_its_time_comes() -> None:
@@ -275,9 +287,10 @@ def test_if_none_match_refuses_an_existing_tenant_but_takes_a_removed_ones_place
 ])
 def test_an_invalid_route_is_a_400_problem_naming_its_field(tenants: TenantRegistry, tenant_id: str | None,
                                                             body: object, field: str) -> None:
-    with pytest.raises(ProblemError) as refused:
+    with pytest.raises(InvalidField) as refused:
         tenants.put(tenant_id or str(uuid.uuid4()), body)
-    assert (refused.value.status, refused.value.field) == (400, field)
+    answer = problem(refused.value)
+    assert answer is not None and (answer.status, answer.field) == (400, field)
     assert tenants.list() == []
 
 
