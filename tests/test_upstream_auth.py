@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from devtools.identity_endpoint import IdentityEndpoint
 from devtools.keyvault_emulator import start_emulator
 from devtools.upstream_idp import ASSERTION_TYPE, UpstreamIdp
+from shared.edge import problem
 from shared.errors import StoreUnavailable
 from shared.outbound import OutboundPolicy
 from shared.stores.keyvault import KeyVaultSecretStore
@@ -184,8 +185,10 @@ def test_invalid_configs_name_the_field(config: object, field: str) -> None:
     with pytest.raises(InvalidUpstreamAuth) as caught:
         validate_upstream_auth(config, BASE)
     assert caught.value.field == field
-    problem = json.loads(caught.value.to_response().body)
-    assert problem["status"] == 400 and problem["errors"][0]["field"] == field
+    answer = problem(caught.value)
+    assert answer is not None
+    body = json.loads(answer.to_response().body)
+    assert body["status"] == 400 and body["errors"][0]["field"] == field
 
 
 def test_inline_credentials_are_pointed_to_key_vault() -> None:

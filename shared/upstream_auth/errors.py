@@ -3,16 +3,15 @@ at request time. Both messages are safe to show; neither ever carries a secret o
 
 from __future__ import annotations
 
-from shared.errors import FhirError, ProblemError
+from shared.errors import FhirError, InvalidField
 
 
-class InvalidUpstreamAuth(ProblemError):
-    """A management-API input error; `.field` names the offending key (``upstream_auth.<key>``)."""
-
-    field: str  # always set, unlike a ProblemError's
+class InvalidUpstreamAuth(InvalidField):
+    """A config broke a rule; `.field` names the offending key (``upstream_auth.<key>``). A domain
+    error like any other input's: the HTTP edge (shared/edge.py) shapes it."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(400, "Invalid upstream_auth", message, field)
+        super().__init__(field, message, subject="upstream_auth")
         self.message = message
 
 
