@@ -1,9 +1,13 @@
-"""The proxy's audit line: one structured JSON line per FHIR request, written when the answer ends.
+"""The gateway's audit lines, all written here: one JSON line per FHIR request and per token request.
 
-Ids, names and parameter values never go in here (no PHI): the line says who (client, tenant),
-what kind of interaction on which resource type, how it ended and how long the provider took.
-A streamed answer is audited when its last byte is sent, or when it is cut off (`aborted`).
-The line's fields also go on the request's trace span (shared/telemetry.py).
+Logger `gateway.audit`, one compact JSON object per line, whose `event` says what it records
+(`fhir-request`, `token-request`); the alerts and the workbook read these fields
+(infra/modules/monitoring-alerts.bicep, checked by tests/test_infra.py). Ids, names and parameter
+values never go in (no PHI), nor secrets or tokens: a line says who (client, tenant), what was asked
+(interaction and resource type, or a token), how it ended and how long it took.
+
+A streamed FHIR answer is audited when its last byte is sent, or when it is cut off (`aborted`).
+The FHIR line's fields also go on the request's trace span (shared/telemetry.py).
 """
 
 from __future__ import annotations
@@ -22,8 +26,15 @@ from shared.telemetry import annotate_request
 audit_log = logging.getLogger("gateway.audit")
 
 
+def _write(record: dict[str, Any]) -> None:
+    """The one way a line is written, so every event has the same shape: `event` first, compact JSON."""
+    audit_log.info(orjson.dumps(record).decode())
+
+
 @dataclass
 class Audit:
+    """A FHIR request's line, filled in as the proxy learns who asked for what."""
+
     request_id: str
     started: float = field(default_factory=time.monotonic)
     client_id: str | None = None
@@ -54,7 +65,7 @@ class Audit:
             record["entries"] = self.entries
         if self.dropped:
             record["dropped"] = dict(self.dropped)
-        audit_log.info(orjson.dumps(record).decode())
+        _write(record)
         # The same fields, and no others, on the request's span and in the request metric.
         annotate_request(tenant_id=self.tenant_id, client_id=self.client_id, interaction=self.interaction,
                          resource_type=self.resource_type, batch_entries=self.entries)
@@ -69,3 +80,20 @@ class Audit:
             aborted = False
         finally:
             self.emit(status, sent, aborted)
+
+
+@dataclass
+class TokenAudit:
+    """A token request's line: which client got a token (`jti`) for which tenant, or the RFC 6749
+    error it got. The client id is set only once the client has authenticated: an unauthenticated
+    caller's claim about who it is proves nothing."""
+
+    client_id: str | None = None
+    tenant_id: str | None = None
+    jti: str | None = None
+
+    def emit(self, outcome: str) -> None:
+        """`outcome`: "issued", the OAuth error code, or "error" for a failure of the gateway's own."""
+        record = {"event": "token-request", "outcome": outcome, "client_id": self.client_id,
+                  "tenant_id": self.tenant_id, "jti": self.jti}
+        _write(record)

@@ -56,6 +56,7 @@ def build_services(settings: Settings) -> Services:
 
     from shared.aggregate_limits import SharedCounts
     from shared.assertion_replay import TableReplayStore
+    from shared.client_auth import ClientAuthThrottle
     from shared.client_jwks import RemoteJwks
     from shared.clientaddr import AddressSource
     from shared.clients import ClientRegistry
@@ -70,7 +71,7 @@ def build_services(settings: Settings) -> Services:
     from shared.signing import KeyRing
     from shared.stores.keyvault import KeyVaultSecretStore
     from shared.stores.tables import AzureTable
-    from shared.token_service import ClientAuthThrottle, TokenService
+    from shared.token_service import TokenService
     from shared.upstream_auth import UpstreamAuthenticator
 
     if not settings.key_vault_url:

@@ -3,7 +3,7 @@
 The foundation suite (tests/test_token_endpoint.py) covers each RFC 6749 error once; this module
 goes after what an attacker does with them: telling failure causes apart, smuggling credentials
 or parameters, oversized and odd bodies, and guessing at speed. Failed client authentications
-are rate limited (shared/token_service.py ClientAuthThrottle): per (client, source, secret id), per
+are rate limited (shared/client_auth.py ClientAuthThrottle): per (client, source, secret id), per
 source, and per client over all sources, answered 429 `slow_down` with Retry-After; no count can
 lock a legitimate client out for longer than the attack lasts plus one window, and none ever
 blocks a client where it already authenticates.

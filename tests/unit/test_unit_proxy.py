@@ -2,7 +2,7 @@
 
 The provider is a tiny aiohttp server on 127.0.0.1, started inside each test's event loop, so the
 proxy's own HTTP client, streaming and rewriting run for real; only Key Vault and Table Storage are
-fakes. What is proven: the pipeline (authenticate -> route -> classify -> exchange -> shape) for a
+fakes. What is proven: the pipeline (authorise -> check -> exchange -> shape) for a
 read, a search, a streamed large answer and a batch, and each refusal answered before the provider
 is asked (no token, another tenant, a cross-type parameter, a disabled client, a store outage).
 """
@@ -424,11 +424,11 @@ def test_an_empty_allow_list_lets_no_entry_of_a_whole_answer_through() -> None:
     from dataclasses import replace
 
     from shared.audit import Audit
-    from shared.proxy import _only_allowed_entries
+    from shared.response_shaping import _only_allowed_entries
 
     world = build_world()
     client_id, _ = world.client()
-    route = world.proxy._tenants.resolve(world.tenant("https://ehr.example/fhir", allowed=(client_id,)))
+    route = world.tenants.resolve(world.tenant("https://ehr.example/fhir", allowed=(client_id,)))
     assert route is not None
     body = json.dumps({"resourceType": "Bundle", "type": "searchset",
                        "entry": [{"resource": _patient("https://ehr.example/fhir", "p1")}]}).encode()

@@ -19,9 +19,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from shared.client_auth import ClientAuthThrottle
 from shared.errors import OAuthError, StoreUnavailable
 from shared.signing import PREFIX, RING, KeyRing
-from shared.token_service import ClientAuthThrottle, InvalidToken, TokenService
+from shared.token_service import InvalidToken, TokenService
 from shared.urls import Urls
 from tests.fakes import FakeSecretStore
 from tests.unit.world import FORM, URLS, Clock, World, build_world, oauth_error

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from shared.client_auth import ClientAuthThrottle
 from shared.clientaddr import AddressSource
 from shared.clients import ClientRegistry
 from shared.errors import OAuthError
@@ -23,7 +24,7 @@ from shared.proxy import FhirProxy
 from shared.routes import TenantRegistry
 from shared.settings import Settings
 from shared.signing import KeyRing
-from shared.token_service import ClientAuthThrottle, TokenService
+from shared.token_service import TokenService
 from shared.upstream_auth import UpstreamAuthenticator
 from shared.urls import Urls
 from tests.fakes import FakeSecretStore, FakeTable
