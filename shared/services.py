@@ -6,7 +6,6 @@ put Key Vault and Table Storage calls (and TLS handshakes) on every request's pa
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,9 +25,6 @@ if TYPE_CHECKING:
     from shared.signing import KeyRing
     from shared.stores import EntityTable, SecretStore
     from shared.token_service import TokenService
-
-# At INFO the SDKs log every request's URL and headers: noise, and Key Vault secret names. Warnings stay.
-logging.getLogger("azure").setLevel(logging.WARNING)
 
 
 @dataclass

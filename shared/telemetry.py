@@ -78,7 +78,10 @@ _DISTRO_INSTRUMENTATIONS = ("azure_sdk", "django", "fastapi", "flask", "httpx", 
 # --- where telemetry goes -------------------------------------------------------------------------------
 
 def configure(settings: Settings) -> str:
-    """Install the exporters once per process; returns where telemetry goes ("none" when nowhere)."""
+    """Install the exporters once per process, at startup (function_app.py); returns where telemetry
+    goes ("none" when nowhere). No module configures logging when imported: this is the one place."""
+    # At INFO the Azure SDKs log every request's URL and headers: noise, and Key Vault secret names. Warnings stay.
+    logging.getLogger("azure").setLevel(logging.WARNING)
     if settings.applicationinsights_connection_string:
         from azure.monitor.opentelemetry import configure_azure_monitor
 
