@@ -46,6 +46,8 @@ _STATUS_TEXT = {200: "200 OK", 304: "304 Not Modified", 400: "400 Bad Request", 
                 502: "502 Bad Gateway", 503: "503 Service Unavailable", 504: "504 Gateway Timeout"}
 
 
+# --- status, headers and body ---------------------------------------------------------------------
+
 def shape(upstream: Upstream, route: TenantRoute, version: str, urls: Urls, audit: Audit,
            pages: PageLinks) -> Response:
     """Status, headers and body for the client. Decided on the head alone: a streamed answer's
@@ -196,6 +198,8 @@ def _loads(raw: bytes) -> Any:
     except orjson.JSONDecodeError:
         return None
 
+
+# --- the R4 bridge: a provider's answer in the facade's version -------------------------------------
 
 def bridge_answer(upstream: Upstream, version: str, asked: Interaction, route: TenantRoute, audit: Audit) -> Upstream:
     """Convert a whole answer (resource, Bundle or OperationOutcome) to the facade version.
