@@ -24,7 +24,9 @@ from shared.routes import TenantRoute
 from shared.upstream_answers import passthrough_bundle
 
 FHIR_JSON = ("application/fhir+json", "application/json+fhir", "application/json")
-_PASS_REQUEST = ("accept", "prefer", "if-none-match", "if-modified-since")
+# The client's Accept is not among them: the gateway always sends its own (`_accept`), and passing both
+# sent the provider two Accept headers (the client's R4 type beside the STU3 one, when bridging).
+_PASS_REQUEST = ("prefer", "if-none-match", "if-modified-since")
 
 
 @dataclass(frozen=True)

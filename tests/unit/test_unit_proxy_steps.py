@@ -153,3 +153,12 @@ def test_fhir_and_token_audit_lines_share_one_logger_and_one_format(caplog: pyte
     assert json.loads(lines[1]) == {"event": "token-request", "outcome": "issued", "client_id": "client-1",
                                     "tenant_id": "tenant-1", "jti": "jti-1"}
     assert all(json.dumps(json.loads(line), separators=(",", ":")) == line for line in lines)
+
+
+@pytest.mark.parametrize("version, provider", [("stu3", "stu3"), ("r4", "stu3"), ("dstu2", "dstu2")])
+def test_the_provider_gets_exactly_one_accept_header_the_gateways(version: str, provider: str) -> None:
+    headers = Headers({"Accept": "application/fhir+json", "Prefer": "handling=strict"})
+    request = upstream_request(_route(provider), version, Interaction("read", "Patient", "p1"), headers, "req-1")
+    accepts = [value for name, value in request.headers.items() if name.lower() == "accept"]
+    expected = CONTENT_TYPE[provider] if version == "r4" else "application/fhir+json"
+    assert accepts == [expected]
