@@ -1,7 +1,7 @@
 """Pure checks on what a provider answers and on what the gateway forwards, for the proxy.
 
-The proxy's shaping steps (shared/request_shaping.py, shared/response_shaping.py) call these; they hold no state and do no I/O, so each rule is
-tested on its own. Each answers one question from issue #13's review:
+The proxy's shaping steps (shared/request_shaping.py, shared/response_shaping.py) call these; they
+hold no state and do no I/O, so each rule is tested on its own. Each answers one question from issue #13's review:
 
 - a `Location` / `Content-Location` header naming another host must not reach the client
   (`client_location`);
