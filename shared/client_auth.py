@@ -10,14 +10,13 @@ itself is `unauthorized_client`. Nothing here issues or verifies gateway tokens
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 import jwt
 
 from shared.aggregate_limits import SharedCounts
+from shared.cache import TtlCache
 from shared.client_assertion import InvalidAssertion, ReplayStore, accept_assertion, assertion_request
 from shared.client_jwks import RemoteJwks
 from shared.clientaddr import AddressSource, client_address
@@ -72,9 +71,8 @@ class ClientAuthThrottle:
             "pair": shared("token-pair", per_client_and_source), "source": shared("token-source", per_source),
             "client": shared("token-client", per_client)}
         self._blocked = RateLimiter(1, window_seconds, clock)  # keys the shared counts refused, seen here
-        self._good: OrderedDict[tuple[str, str], float] = OrderedDict()
-        self._good_for, self._clock = good_for_seconds, clock
-        self._lock = threading.Lock()
+        # (client, source) pairs that recently presented a good secret: bounded, each for good_for_seconds
+        self._good: TtlCache[tuple[str, str], bool] = TtlCache(good_for_seconds, clock, max_entries=100_000)
 
     def _keys(self, client_id: str | None, source: str, secret_id: str) -> list[tuple[str, str]]:
         """The counts an attempt touches: (limit, key); the client's own sources skip the broad two."""
@@ -127,16 +125,10 @@ class ClientAuthThrottle:
 
     def succeeded(self, client_id: str, source: str, secret_id: str) -> None:
         self._pair.reset(f"{client_id}|{source}|{secret_id}")
-        with self._lock:
-            self._good[(client_id, source)] = self._clock()
-            self._good.move_to_end((client_id, source))
-            while len(self._good) > 100_000:
-                self._good.popitem(last=False)
+        self._good.put((client_id, source), True)
 
     def _known_good(self, client_id: str, source: str) -> bool:
-        with self._lock:
-            since = self._good.get((client_id, source))
-        return since is not None and self._clock() - since < self._good_for
+        return self._good.get((client_id, source))[0]
 
 
 def _slow_down(wait: int) -> OAuthError:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import base64
 import secrets
-import threading
 import time
 from collections.abc import Callable
 
+from shared.cache import TtlCache
 from shared.errors import NotFound
-from shared.offloop import may_block
 from shared.stores import SecretStore
 
 KEY_TTL_SECONDS = 300.0
@@ -21,21 +20,14 @@ KEY_TTL_SECONDS = 300.0
 
 class VaultHmacKey:
     """One HMAC-SHA256 key: read from the cache on the hot path, and from Key Vault (after
-    `may_block()`, so never on the event loop) once every KEY_TTL_SECONDS."""
+    `may_block()`, so never on the event loop: `TtlCache.get_or_load`) once every KEY_TTL_SECONDS."""
 
     def __init__(self, store: SecretStore, name: str, purpose: str, clock: Callable[[], float] = time.time) -> None:
-        self._store, self._name, self._purpose, self._clock = store, name, purpose, clock
-        self._key: bytes | None = None
-        self._loaded_at = float("-inf")
-        self._lock = threading.Lock()
+        self._store, self._name, self._purpose = store, name, purpose
+        self._cache: TtlCache[str, bytes] = TtlCache(KEY_TTL_SECONDS, clock, max_entries=1)
 
     def current(self) -> bytes:
-        if self._key is None or self._clock() - self._loaded_at >= KEY_TTL_SECONDS:
-            may_block()  # a vault read, or a wait for another thread's
-            with self._lock:
-                if self._key is None or self._clock() - self._loaded_at >= KEY_TTL_SECONDS:
-                    self._key, self._loaded_at = self._load_or_create(), self._clock()
-        return self._key
+        return self._cache.get_or_load(self._name, self._load_or_create)
 
     def _load_or_create(self) -> bytes:
         try:
