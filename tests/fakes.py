@@ -306,3 +306,17 @@ class FakeSecretStore:
 
     def ping(self) -> None:
         self._enter("ping")
+
+
+class Clock:
+    """A clock the test moves by hand (seconds), for every class that accepts one: steps across
+    TTLs, windows and expiry margins without sleeping. Starts at `start`, or at the wall clock."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -18,14 +18,7 @@ from shared.errors import InvitationUsed
 from shared.invitations import InvalidInvitation, InvitationRegistry, code_id
 from shared.stores import Entity
 from shared.stores.tables import AzureTable
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import Clock
 
 
 @pytest.fixture()
@@ -84,7 +77,7 @@ def test_claim_complete_and_release(table: AzureTable) -> None:
 
 
 def test_expiry_is_checked_when_claiming(table: AzureTable) -> None:
-    clock = Clock()
+    clock = Clock(1_800_000_000.0)
     registry = InvitationRegistry(table, clock)
     invitation, code = registry.create(expires_in_hours=1)
     clock.now += 3600

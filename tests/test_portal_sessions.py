@@ -17,16 +17,9 @@ from azure.identity import ManagedIdentityCredential
 from devtools.stack import Stack
 from shared.portal.sessions import FORM_TOKEN_SECONDS, KEY_NAME, SESSION_SECONDS, SessionSigner
 from shared.stores.keyvault import KeyVaultSecretStore
+from tests.fakes import Clock
 
 CLIENT = "0b6f0d4e-8f63-4c55-9d0c-3f4f7f1c2a11"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +35,7 @@ def vault(stack: Stack) -> Iterator[KeyVaultSecretStore]:
 
 @pytest.fixture()
 def clock() -> Clock:
-    return Clock()
+    return Clock(1_800_000_000.0)
 
 
 def test_the_key_lives_in_key_vault_and_instances_share_it(vault: KeyVaultSecretStore, clock: Clock) -> None:

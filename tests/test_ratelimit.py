@@ -7,20 +7,13 @@ import threading
 import pytest
 
 from shared.ratelimit import RateLimiter
+from tests.fakes import Clock
 
 pytestmark = pytest.mark.unit  # starts no process: part of the fast tier (scripts/test -m unit)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_admits_up_to_the_limit_then_says_how_long_to_wait() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     limiter = RateLimiter(3, 60, clock)
     assert [limiter.hit("k") for _ in range(3)] == [0, 0, 0]
     clock.now += 10
@@ -28,7 +21,7 @@ def test_admits_up_to_the_limit_then_says_how_long_to_wait() -> None:
 
 
 def test_the_window_slides_and_a_refused_attempt_does_not_extend_the_lock() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     limiter = RateLimiter(2, 60, clock)
     limiter.hit("k")
     clock.now += 30
@@ -43,7 +36,7 @@ def test_the_window_slides_and_a_refused_attempt_does_not_extend_the_lock() -> N
 
 
 def test_keys_are_independent_and_reset_forgets_one() -> None:
-    limiter = RateLimiter(1, 60, Clock())
+    limiter = RateLimiter(1, 60, Clock(1000.0))
     assert limiter.hit("a") == 0
     assert limiter.hit("a") > 0
     assert limiter.hit("b") == 0
@@ -53,7 +46,7 @@ def test_keys_are_independent_and_reset_forgets_one() -> None:
 
 
 def test_retry_after_is_at_least_one_second() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     limiter = RateLimiter(1, 1, clock)
     limiter.hit("k")
     clock.now += 0.999
@@ -61,7 +54,7 @@ def test_retry_after_is_at_least_one_second() -> None:
 
 
 def test_memory_is_bounded_by_evicting_the_least_recently_used_key() -> None:
-    limiter = RateLimiter(1, 60, Clock(), max_keys=2)
+    limiter = RateLimiter(1, 60, Clock(1000.0), max_keys=2)
     limiter.hit("a")
     limiter.hit("b")
     limiter.hit("a")  # refused, but touches "a"
@@ -71,7 +64,7 @@ def test_memory_is_bounded_by_evicting_the_least_recently_used_key() -> None:
 
 
 def test_concurrent_hits_never_admit_more_than_the_limit() -> None:
-    limiter = RateLimiter(50, 60, Clock())
+    limiter = RateLimiter(50, 60, Clock(1000.0))
     admitted: list[int] = []
 
     def worker() -> None:

@@ -40,6 +40,7 @@ from shared.upstream_auth import (
     default_credential,
     validate_upstream_auth,
 )
+from tests.fakes import Clock
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "https://fhir.example.org/r4"
@@ -48,16 +49,6 @@ MI_CLIENT_ID = "6f1d2c3b-4a59-4e8f-9a0b-1c2d3e4f5a6b"
 _AZURE_ENV = ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH",
               "AZURE_FEDERATED_TOKEN_FILE", "AZURE_TOKEN_CREDENTIALS", "AZURE_USERNAME", "AZURE_PASSWORD",
               "IDENTITY_SERVER_THUMBPRINT", "MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT")
-
-
-class Clock:
-    """Epoch seconds that tests move by hand, to step across expiry margins without sleeping."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CountingStore:

@@ -9,20 +9,13 @@ import pytest
 
 from shared.cache import TtlCache
 from shared.offloop import WouldBlock, inline_or_thread
+from tests.fakes import Clock
 
 pytestmark = pytest.mark.unit
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_value_is_used_for_the_ttl_and_loaded_again_after_it() -> None:
-    clock, loads = Clock(), []
+    clock, loads = Clock(1000.0), []
     cache: TtlCache[str, int] = TtlCache(10, clock)
     load = lambda: loads.append(1) or len(loads)  # noqa: E731 - counts its calls
     assert cache.get_or_load("k", load) == 1
@@ -34,7 +27,7 @@ def test_a_value_is_used_for_the_ttl_and_loaded_again_after_it() -> None:
 
 
 def test_a_miss_is_held_like_a_hit_so_unknown_keys_cost_one_load_per_ttl() -> None:
-    clock, loads = Clock(), []
+    clock, loads = Clock(1000.0), []
     cache: TtlCache[str, int | None] = TtlCache(10, clock)
     for _ in range(5):
         assert cache.get_or_load("absent", lambda: loads.append(1)) is None
@@ -43,7 +36,7 @@ def test_a_miss_is_held_like_a_hit_so_unknown_keys_cost_one_load_per_ttl() -> No
 
 
 def test_a_failed_load_is_not_held_and_the_next_caller_loads_again() -> None:
-    cache: TtlCache[str, int] = TtlCache(10, Clock())
+    cache: TtlCache[str, int] = TtlCache(10, Clock(1000.0))
 
     def failing() -> int:
         raise OSError("store down")
@@ -55,7 +48,7 @@ def test_a_failed_load_is_not_held_and_the_next_caller_loads_again() -> None:
 
 
 def test_the_oldest_stored_entry_goes_first_past_the_bound() -> None:
-    cache: TtlCache[int, int] = TtlCache(10, Clock(), max_entries=3)
+    cache: TtlCache[int, int] = TtlCache(10, Clock(1000.0), max_entries=3)
     for key in range(5):
         cache.put(key, key)
     assert len(cache) == 3
@@ -63,14 +56,14 @@ def test_the_oldest_stored_entry_goes_first_past_the_bound() -> None:
 
 
 def test_a_dropped_key_is_loaded_afresh() -> None:
-    cache: TtlCache[str, int] = TtlCache(10, Clock())
+    cache: TtlCache[str, int] = TtlCache(10, Clock(1000.0))
     cache.put("k", 1)
     cache.drop("k")
     assert cache.get_or_load("k", lambda: 2) == 2
 
 
 def test_drop_if_judges_the_held_value_even_after_its_ttl() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     cache: TtlCache[str, int] = TtlCache(10, clock)
     cache.put("k", 1)
     assert cache.drop_if("k", lambda value: value == 2) is None
@@ -81,7 +74,7 @@ def test_drop_if_judges_the_held_value_even_after_its_ttl() -> None:
 
 
 def test_ttl_of_sets_each_entrys_lifetime_from_what_was_loaded() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     cache: TtlCache[str, int] = TtlCache(100, clock)
     cache.get_or_load("short", lambda: 5, ttl_of=float)
     clock.now += 5
@@ -89,7 +82,7 @@ def test_ttl_of_sets_each_entrys_lifetime_from_what_was_loaded() -> None:
 
 
 def test_stale_refuses_a_live_entry_and_reloads_it() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     cache: TtlCache[str, int] = TtlCache(100, clock)
     cache.put("k", 1)
     clock.now += 1

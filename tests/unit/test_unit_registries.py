@@ -30,8 +30,7 @@ from shared.errors import (
 from shared.routes import TenantRegistry, TenantRoute
 from shared.stores import Entity
 from shared.stores.snapshot import LOG_MARGIN, TableSnapshot
-from tests.fakes import FakeSecretStore, FakeTable
-from tests.unit.world import Clock
+from tests.fakes import Clock, FakeSecretStore, FakeTable
 
 pytestmark = pytest.mark.unit
 

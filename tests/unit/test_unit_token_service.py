@@ -24,8 +24,8 @@ from shared.errors import OAuthError, StoreUnavailable
 from shared.signing import PREFIX, RING, KeyRing
 from shared.token_service import InvalidToken, TokenService
 from shared.urls import Urls
-from tests.fakes import FakeSecretStore
-from tests.unit.world import FORM, URLS, Clock, World, build_world, oauth_error
+from tests.fakes import Clock, FakeSecretStore
+from tests.unit.world import FORM, URLS, World, build_world, oauth_error
 
 pytestmark = pytest.mark.unit
 

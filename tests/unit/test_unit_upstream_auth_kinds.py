@@ -23,8 +23,8 @@ from shared.upstream_auth import (
     validate_upstream_auth,
 )
 from shared.upstream_auth.token_endpoint import TokenEndpoint
+from tests.fakes import Clock
 from tests.unit.upstream_fakes import FakeCredential, TokenSession
-from tests.unit.world import Clock
 
 pytestmark = pytest.mark.unit
 

@@ -20,9 +20,8 @@ from shared.errors import StoreUnavailable
 from shared.offloop import inline_or_thread
 from shared.outbound import OutboundPolicy
 from shared.upstream_auth import UpstreamAuthenticator, UpstreamAuthError
-from tests.fakes import FakeSecretStore
+from tests.fakes import Clock, FakeSecretStore
 from tests.unit.upstream_fakes import FakeCredential, TokenSession, json_body
-from tests.unit.world import Clock
 
 pytestmark = pytest.mark.unit
 

@@ -33,19 +33,6 @@ URLS = Urls("https://gateway.example")
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 
 
-class Clock:
-    """A clock the test moves by hand (epoch seconds), for the classes that accept one."""
-
-    def __init__(self, start: float | None = None) -> None:
-        self.now = time.time() if start is None else start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def settings(**overrides: Any) -> Settings:
     """The app settings' defaults (shared/settings.py), small enough for tests where it matters."""
     values: dict[str, Any] = dict(
