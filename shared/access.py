@@ -9,7 +9,7 @@ IdP), so the proxy runs `AccessCheck.check` with `inline_or_thread` (shared/offl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared import telemetry
 from shared.clients import ClientRegistry
@@ -28,7 +28,8 @@ class Access:
 
     claims: AccessClaims
     route: TenantRoute
-    authorization: str | None  # the Authorization header the provider gets; None: it takes none
+    # the Authorization header the provider gets (None: it takes none); kept out of reprs and logs
+    authorization: str | None = field(repr=False)
     pages: PageLinks
 
 

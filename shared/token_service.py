@@ -11,7 +11,6 @@ own key ring by `kid` (never `jku`/`x5u`/embedded keys), and iss/aud/exp/nbf/iat
 from __future__ import annotations
 
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -21,6 +20,7 @@ import jwt
 
 from shared import telemetry
 from shared.audit import TokenAudit
+from shared.cache import TtlCache
 from shared.client_assertion import ReplayStore
 from shared.client_auth import ClientAuthenticator, ClientAuthThrottle
 from shared.client_jwks import RemoteJwks
@@ -84,8 +84,9 @@ class TokenService:
         self._keys, self._tenants = keys, tenants
         self._client_auth = ClientAuthenticator(clients, throttle, address_source, replay, remote_jwks)
         self._lifetime, self._clock = lifetime, clock
-        self._verified: dict[tuple[str, str, str], tuple[str, AccessClaims]] = {}
-        self._verified_lock = threading.Lock()
+        # Verified tokens by (token, audience, issuer): each held until it expires, by PyJWT's clock
+        self._verified: TtlCache[tuple[str, str, str], tuple[str, AccessClaims]] = TtlCache(
+            0, time.time, max_entries=_VERIFIED_MAX)
 
     @telemetry.token_issuance
     def issue(self, body: bytes, headers: Mapping[str, str], urls: Urls) -> dict:
@@ -146,14 +147,12 @@ class TokenService:
         proxy's per-request CPU. Only tokens that passed every check get in; a hit still needs the
         signing key to be live and the token unexpired, by the same clock and leeway as PyJWT's."""
         key = (token, urls.audience, urls.issuer)
-        hit = self._verified.get(key)
-        if hit is not None and hit[1].expires_at > time.time() - LEEWAY_SECONDS and self._keys.find(hit[0]) is not None:
-            return hit[1]
+        held = self._verified.entry(key)
+        if held is not None and self._keys.find(held.value[0]) is not None:
+            return held.value[1]
+        # Not `get_or_load`: verifying is CPU only, so it runs inline on the loop with no single flight.
         kid, claims = self._verify_signed(token, urls)
-        with self._verified_lock:
-            if len(self._verified) >= _VERIFIED_MAX:
-                del self._verified[next(iter(self._verified))]  # the oldest: the first to expire
-            self._verified[key] = (kid, claims)
+        self._verified.put(key, (kid, claims), ttl=claims.expires_at + LEEWAY_SECONDS - time.time())
         return claims
 
     def _verify_signed(self, token: str, urls: Urls) -> tuple[str, AccessClaims]:

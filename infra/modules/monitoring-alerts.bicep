@@ -93,7 +93,7 @@ var fhirRequests = 'traces | where message contains "fhir-request" | extend audi
 var tokenRequests = 'traces | where message contains "token-request" | extend audit = parse_json(message) | where tostring(audit.event) == "token-request" | extend outcome = tostring(audit.outcome), tenant_id = tostring(audit.tenant_id)'
 
 // 502 and 504 are the gateway's answers when the provider failed: unreachable, too slow, a 5xx,
-// no FHIR JSON, or refused the gateway's credentials (shared/proxy.py, shared/upstream_http.py).
+// no FHIR JSON, or refused the gateway's credentials (shared/response_shaping.py, shared/provider_client.py).
 var upstreamFailed = 'status in (502, 504)'
 
 // --- alert rules -------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -49,7 +49,7 @@ class _Held:
     fingerprint: str
     secret_name: str | None
     ttl: float
-    header: str | None = None
+    header: str | None = field(default=None, repr=False)  # a credential: never in a repr or a log
     error: UpstreamAuthError | None = None
 
 
@@ -122,7 +122,7 @@ class UpstreamAuthenticator:
         try:
             resolved = validate_upstream_auth(config, provider_base_url, self._policy)
         except InvalidUpstreamAuth as exc:
-            _LOG.error("stored upstream_auth is invalid (%s: %s)", exc.field, exc.message)
+            _LOG.error("stored upstream_auth is invalid (%s: %s)", exc.field, exc.detail)
             raise UpstreamAuthError("the gateway's upstream authentication for this provider is misconfigured") \
                 from None
         kind = KINDS[resolved["kind"]]

@@ -12,7 +12,7 @@ class InvalidUpstreamAuth(InvalidField):
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(field, message, subject="upstream_auth")
-        self.message = message
+        self.message = message  # as UpstreamAuthError's: both upstream-auth errors read alike
 
 
 class UpstreamAuthError(FhirError):

@@ -12,16 +12,17 @@ from collections.abc import Callable
 
 import pytest
 
-from shared.access import AccessCheck
+from shared.access import Access, AccessCheck
 from shared.audit import Audit, TokenAudit
 from shared.capability import CONTENT_TYPE
 from shared.errors import FhirError
 from shared.http import FORM_TYPE, Headers, Request
-from shared.page_links import PagingKey
+from shared.page_links import PageLinks, PagingKey
 from shared.policy import Interaction
 from shared.request_shaping import batch_entries, passthrough_request, requested_action, upstream_request
 from shared.response_shaping import batch_response_entry, refused_entry
 from shared.routes import TenantRoute
+from shared.token_service import AccessClaims
 from shared.upstream_auth import UpstreamAuthenticator
 from tests.unit.world import URLS, World, build_world
 
@@ -162,3 +163,10 @@ def test_the_provider_gets_exactly_one_accept_header_the_gateways(version: str, 
     accepts = [value for name, value in request.headers.items() if name.lower() == "accept"]
     expected = CONTENT_TYPE[provider] if version == "r4" else "application/fhir+json"
     assert accepts == [expected]
+
+
+def test_an_access_decision_never_shows_the_providers_credential_in_its_repr() -> None:
+    claims = AccessClaims("c1", "t1", "jti-1", 2_000_000_000)
+    access = Access(claims, _route(), "Bearer upstream-secret-token", PageLinks(b"k" * 32, "t1"))
+    assert access.authorization == "Bearer upstream-secret-token"
+    assert "upstream-secret-token" not in repr(access)
