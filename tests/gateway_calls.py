@@ -95,9 +95,10 @@ def request_token(token_url: str, form: dict[str, str] | list[tuple[str, str]] |
     return response
 
 
-def client_credentials(token_url: str, client_id: str, secret: str, tenant_id: str) -> requests.Response:
+def client_credentials(token_url: str, client_id: str, secret: str, tenant_id: str,
+                       headers: dict[str, str] | None = None) -> requests.Response:
     return request_token(token_url, {"grant_type": "client_credentials", "client_id": client_id,
-                                     "client_secret": secret, "scope": tenant_id})
+                                     "client_secret": secret, "scope": tenant_id}, headers)
 
 
 def access_token(token_url: str, client_id: str, secret: str, tenant_id: str) -> str:

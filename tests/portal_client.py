@@ -14,7 +14,8 @@ from typing import Any
 
 import requests
 
-TIMEOUT = 30
+from tests.gateway_calls import TIMEOUT
+
 # Header values only (no traffic goes there): one IPv4 address per user from 100.64.0.0/10.
 _ADDRESSES = (str(ipaddress.IPv4Address("100.64.0.0") + i) for i in itertools.count(1))
 _FIELD = re.compile(r'name="(form_token|csrf_token)" value="([^"]*)"')

@@ -24,10 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from devtools.stack import PYTHON, Stack
-from tests.gateway_calls import access_token, create_client, onboard, remember
-
-TIMEOUT = 30
-
+from tests.gateway_calls import TIMEOUT, access_token, create_client, onboard, remember
 
 # --- processes ------------------------------------------------------------------------------------
 
@@ -129,6 +126,12 @@ class Consumer:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def read_one_patient(base: str, token: str) -> requests.Response:
+    """A small STU3 search through the gateway at `base` (one instance, or the front)."""
+    return requests.get(f"{base}/api/fhir/stu3/Patient", params={"_count": "1"}, headers=bearer(token),
+                        timeout=TIMEOUT)
 
 
 # --- provider request logs ---------------------------------------------------------------------------

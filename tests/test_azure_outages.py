@@ -28,6 +28,7 @@ import requests
 
 from devtools.stack import Stack
 from tests.gateway_calls import (
+    TIMEOUT,
     assert_oauth_error,
     assert_operation_outcome,
     assert_problem,
@@ -39,7 +40,6 @@ from tests.gateway_calls import (
 from tests.reliability import Consumer, bearer, put_vault_secret, restart, stop
 
 TTL = 3
-TIMEOUT = 30
 SLOW = 5.0  # no answer during an outage may take longer than this
 
 

@@ -27,9 +27,9 @@ from shared.assertion_replay import TableReplayStore
 from shared.client_assertion import CLOCK_SKEW_SECONDS
 from shared.client_jwks import REFRESH_SECONDS, RemoteJwks
 from shared.stores.tables import AzureTable
+from tests.gateway_calls import TIMEOUT
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-TIMEOUT = 30
 
 
 class Keys:

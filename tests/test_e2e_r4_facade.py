@@ -15,8 +15,7 @@ from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.patient import Patient
 
 from tests.conftest import get_token
-
-TIMEOUT = 30
+from tests.gateway_calls import TIMEOUT
 
 
 class Facade:

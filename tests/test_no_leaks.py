@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm
 
 from devtools.stack import PYTHON, Stack
-from tests.gateway_calls import basic, start_stack
+from tests.gateway_calls import TIMEOUT, basic, start_stack
 from tests.portal_client import PortalUser
 from tests.reliability import (
     Consumer,
@@ -46,7 +46,6 @@ from tests.reliability import (
     start_faulty_provider,
 )
 
-TIMEOUT = 30
 SCOPE = "system/*.read"
 
 

@@ -25,12 +25,11 @@ import pytest
 import requests
 
 from devtools.stack import Stack
-from tests.gateway_calls import add_secret, remember, start_stack
-from tests.reliability import Consumer, bearer, signing_keys_from_vault, split_token
+from tests.gateway_calls import TIMEOUT, add_secret, client_credentials, remember, start_stack
+from tests.reliability import Consumer, read_one_patient, signing_keys_from_vault, split_token
 
 TTL = 3                      # SECRET_CACHE_TTL_SECONDS and SIGNING_KEY_CACHE_TTL_SECONDS here
 PUBLIC = "http://gateway.rotation.test"
-TIMEOUT = 30
 
 
 @dataclass
@@ -41,17 +40,11 @@ class Pair:
     tenant: str
 
     def token(self, base: str, secret: str | None = None, source: str = "192.0.2.1") -> requests.Response:
-        response = requests.post(f"{base}/api/oauth2/token", data={
-            "grant_type": "client_credentials", "client_id": self.consumer.client_id,
-            "client_secret": secret or self.consumer.secret, "scope": self.tenant},
-            headers={"X-Forwarded-For": source}, timeout=TIMEOUT)
-        if response.status_code == 200:
-            remember(response.json()["access_token"])
-        return response
+        return client_credentials(f"{base}/api/oauth2/token", self.consumer.client_id,
+                                  secret or self.consumer.secret, self.tenant, {"X-Forwarded-For": source})
 
     def read(self, base: str, token: str) -> requests.Response:
-        return requests.get(f"{base}/api/fhir/stu3/Patient", params={"_count": "1"}, headers=bearer(token),
-                            timeout=TIMEOUT)
+        return read_one_patient(base, token)
 
     def jwks(self, base: str) -> set[str]:
         return {k["kid"] for k in requests.get(f"{base}/api/oauth2/jwks", timeout=TIMEOUT).json()["keys"]}

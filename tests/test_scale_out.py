@@ -28,16 +28,15 @@ import requests
 from devtools.stack import ROOT, Stack
 from shared.client_secrets import legacy_verifier
 from shared.stores.tables import AzureTable
-from tests.gateway_calls import add_secret, create_client, onboard, remember, route_body
+from tests.gateway_calls import TIMEOUT, add_secret, client_credentials, create_client, onboard, remember, route_body
 from tests.portal_client import PortalUser, next_address
-from tests.reliability import bearer, operator_vault, put_vault_secret
+from tests.reliability import operator_vault, put_vault_secret, read_one_patient
 
 TTL = 3
 SLACK = 1.0
 INSTANCES = 3
 PUBLIC = "http://gateway.scale.test"  # one public base URL, so a token from any instance is good on all
 PAIR_LIMIT = 6  # TOKEN_FAILURES_PER_CLIENT_AND_SOURCE here: small, so the aggregate is quick to reach
-TIMEOUT = 30
 _TABLE_REQUEST = re.compile(rb'"(?:GET|POST|PUT|PATCH|MERGE|DELETE) /devstoreaccount1/')
 MEASURED = ROOT / "bench" / "results" / "scale-latest.json"
 
@@ -54,16 +53,11 @@ class Fleet:
 
     def token(self, base: str, client_id: str, secret: str, tenant: str,
               source: str = "192.0.2.1") -> requests.Response:
-        response = requests.post(f"{base}/api/oauth2/token", data={
-            "grant_type": "client_credentials", "client_id": client_id, "client_secret": secret, "scope": tenant},
-            headers={"X-Forwarded-For": source}, timeout=TIMEOUT)
-        if response.status_code == 200:
-            remember(response.json()["access_token"])
-        return response
+        return client_credentials(f"{base}/api/oauth2/token", client_id, secret, tenant,
+                                  {"X-Forwarded-For": source})
 
     def read(self, base: str, token: str) -> requests.Response:
-        return requests.get(f"{base}/api/fhir/stu3/Patient", params={"_count": "1"}, headers=bearer(token),
-                            timeout=TIMEOUT)
+        return read_one_patient(base, token)
 
     def vault_requests(self, reset: bool = False) -> int:
         if reset:

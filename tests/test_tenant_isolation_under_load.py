@@ -32,14 +32,13 @@ import requests
 
 from devtools.sample_ehr.loader import default_data_dir
 from devtools.stack import PYTHON, Stack
-from tests.gateway_calls import route_body, start_stack
+from tests.gateway_calls import TIMEOUT, route_body, start_stack
 from tests.reliability import Consumer, bearer
 
 REQUESTS = int(os.environ.get("ISOLATION_REQUESTS", "10000"))  # lower it only to debug
 WORKERS = 12
 TIME_CAP = 150.0  # seconds: the load stops here whatever happens (it takes about 60 on two cores)
 PROVIDERS = ("A", "B", "C")
-TIMEOUT = 30
 
 
 # --- the data: disjoint slices --------------------------------------------------------------------
