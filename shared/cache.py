@@ -79,7 +79,7 @@ class TtlCache(Generic[K, V]):
         held = self.entry(key)
         return (False, None) if held is None else (True, held.value)
 
-    def put(self, key: K, value: V, ttl: float | None = None, loaded_at: float | None = None) -> Entry[V]:
+    def put(self, key: K, value: V, ttl: float | None = None, loaded_at: float | None = None) -> None:
         """Store `value` for `ttl` seconds (the cache's TTL by default) from `loaded_at` (now)."""
         start = self._clock() if loaded_at is None else loaded_at
         held = Entry(value, start, start + (self._ttl if ttl is None else ttl))
@@ -88,7 +88,6 @@ class TtlCache(Generic[K, V]):
             self._data.move_to_end(key)
             while len(self._data) > self._max:
                 self._data.popitem(last=False)
-        return held
 
     def drop(self, key: K) -> None:
         with self._lock:
@@ -114,23 +113,18 @@ class TtlCache(Generic[K, V]):
         `stale(entry)` lets a caller refuse a live entry early (a JWK Set lacking the `kid` an
         assertion names); `ttl_of(value)` sets the new entry's TTL from what was loaded (an access
         token's lifetime, a shorter hold for a failure)."""
-        return self.get_or_load_entry(key, load, stale=stale, ttl_of=ttl_of).value
-
-    def get_or_load_entry(self, key: K, load: Callable[[], V], *,
-                          stale: Callable[[Entry[V]], bool] | None = None,
-                          ttl_of: Callable[[V], float] | None = None) -> Entry[V]:
-        """As `get_or_load`, returning the entry (so a caller can tell how old its value is)."""
         held = self.entry(key)
         if held is not None and not (stale and stale(held)):
-            return held
+            return held.value
         may_block()  # a store read, or a wait for another thread's
         with self._flight(key):
             held = self.entry(key)
             if held is not None and not (stale and stale(held)):
-                return held  # another caller loaded it while we waited
+                return held.value  # another caller loaded it while we waited
             started = self._clock()
             value = load()
-            return self.put(key, value, ttl_of(value) if ttl_of else None, loaded_at=started)
+            self.put(key, value, ttl_of(value) if ttl_of else None, loaded_at=started)
+            return value
 
     @contextmanager
     def _flight(self, key: K) -> Iterator[None]:

@@ -128,7 +128,7 @@ class ClientAuthThrottle:
         self._good.put((client_id, source), True)
 
     def _known_good(self, client_id: str, source: str) -> bool:
-        return self._good.get((client_id, source))[0]
+        return self._good.entry((client_id, source)) is not None
 
 
 def _slow_down(wait: int) -> OAuthError:
